@@ -244,7 +244,7 @@ def sample_scene(rng: np.random.Generator, split: str) -> Scene:
 def _place_single(rng: np.random.Generator, size: str, cell: tuple[int, int]) -> tuple[tuple[float, float], float]:
     lo, hi = SIZE_EXTENT[size]
     extent = float(rng.uniform(lo, hi))
-    half = extent / 2 + MARGIN
+    half = extent / 2 + MARGIN + 1  # +1: the antialiased rim may reach a pixel past the bbox
     nominal = _NOMINAL[size]
     jit = _JITTER[size]
     row, col = cell
@@ -256,19 +256,19 @@ def _place_single(rng: np.random.Generator, size: str, cell: tuple[int, int]) ->
 def _place_pair(rng: np.random.Generator, relation: str) -> list[tuple[tuple[float, float], float]]:
     """Two non-overlapping boxes: along the relation axis >= PAIR_GAP apart, across it nearly aligned."""
     lo, hi = PAIR_EXTENT
+    first_low = relation in ("left of", "above")  # object 0 has the smaller coordinate along the axis
     while True:
         e = rng.uniform(lo, hi, size=2)
-        h = e / 2 + MARGIN
-        # coordinate along the relation axis: first object low side (left/top) before any swap
-        a = rng.uniform(h[0], CANVAS / 2 - 10)
-        b = rng.uniform(CANVAS / 2 + 10, CANVAS - h[1])
-        if b - a < (e[0] + e[1]) / 2 + PAIR_GAP:
+        h = e / 2 + MARGIN + 1
+        i_lo, i_hi = (0, 1) if first_low else (1, 0)
+        along = np.empty(2)
+        along[i_lo] = rng.uniform(h[i_lo], CANVAS / 2 - 10)
+        along[i_hi] = rng.uniform(CANVAS / 2 + 10, CANVAS - h[i_hi])
+        if along[i_hi] - along[i_lo] < (e[0] + e[1]) / 2 + PAIR_GAP:
             continue
         base = rng.uniform(max(h) + PAIR_MAX_OFFSET / 2, CANVAS - max(h) - PAIR_MAX_OFFSET / 2)
-        off = rng.uniform(-PAIR_MAX_OFFSET / 2, PAIR_MAX_OFFSET / 2, size=2)
-        across = np.clip(base + off, h, CANVAS - h)
+        across = np.clip(base + rng.uniform(-PAIR_MAX_OFFSET / 2, PAIR_MAX_OFFSET / 2, size=2), h, CANVAS - h)
         break
-    along = (a, b) if relation in ("left of", "above") else (b, a)
     if relation in ("left of", "right of"):
         centers = [(float(along[i]), float(across[i])) for i in range(2)]
     else:
