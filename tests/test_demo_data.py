@@ -296,7 +296,9 @@ def _mutations(scene: S.Scene, rng: np.random.Generator):
         yield "position", replace(scene, objects=(replace(o, cell=cells[rng.integers(8)], position_specified=True),))
     else:
         flip = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+        turn = {"left of": "above", "right of": "below", "above": "right of", "below": "left of"}
         yield "relation", replace(scene, relation=flip[scene.relation])
+        yield "relation", replace(scene, relation=turn[scene.relation])
 
 
 def _other(rng, options, current):
@@ -319,6 +321,20 @@ def test_judge_rejects_each_wrong_attribute(split):
             assert not v.all_correct and v.score < right.score
             others = [k for k, ok in v.checks.items() if not ok and k != attr]
             assert not others, (attr, others, S.prompt_of(wrong))
+
+
+def test_judge_relation_uses_dominant_axis():
+    """B is 80 px right of and 140 px below A: A is above B, not left of it (spec: dominant axis)."""
+    a = S.SceneObject("circle", "red", "small", center=(60.0, 50.0), extent=70.0)
+    b = S.SceneObject("square", "yellow", "small", center=(140.0, 190.0), extent=70.0)
+    img = S.render(S.Scene((a, b), "black", "above"))
+    expect = {"above": True, "left of": False, "below": False, "right of": False}
+    for rel, ok in expect.items():
+        v = judge(img, f"a red circle {rel} a yellow square on a black background")
+        assert v.checks["relation"] is ok, rel
+        assert v.checks["count"] and v.checks["colour"] and v.checks["shape"]
+    v = judge(img, "a yellow square below a red circle on a black background")
+    assert v.all_correct
 
 
 def test_judge_checks_object_count():

@@ -360,6 +360,7 @@ def judge(image, prompt: str) -> Verdict:
             checks["relation"] = False
             soft["relation"] = 0.0
     score = float(np.mean(list(soft.values())))
+    checks = {k: bool(v) for k, v in checks.items()}  # plain bools, not numpy's
     return Verdict(
         prompt=prompt,
         checks=checks,
