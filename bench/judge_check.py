@@ -2,7 +2,7 @@
 
 The judge must be ~100% on clean renders (it defines the metric) and degrade gracefully on lossy
 images, which is what a generated image looks like. Degradations mimic a VQ round trip:
-JPEG quality 30, Gaussian blur, and down-up resampling by 8x / 16x (16x leaves one pixel per token,
+JPEG quality 30, Gaussian blur (sigma 2 px), Gaussian noise (sigma 12), and down-up resampling by 8x / 16x (16x leaves one pixel per token,
 far harsher than a VQ decoder, which draws sharp edges inside a token).
 
     /work/devvenv/bin/python bench/judge_check.py [--n 1000] [--seed 0]
@@ -42,10 +42,16 @@ def down_up(a: np.ndarray, f: int, resample: Image.Resampling) -> np.ndarray:
     return np.asarray(im.resize((w // f, h // f), resample).resize((w, h), resample))
 
 
+def noise(a: np.ndarray, sigma: float = 12.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(a + rng.normal(0, sigma, a.shape), 0, 255).astype(np.uint8)
+
+
 DEGRADATIONS = {
     "gt": lambda a: a,
     "jpeg30": jpeg,
     "blur2": blur,
+    "noise12": noise,
     "down8-bilinear": lambda a: down_up(a, 8, Image.Resampling.BILINEAR),
     "down16-bilinear": lambda a: down_up(a, 16, Image.Resampling.BILINEAR),
     "down16-nearest": lambda a: down_up(a, 16, Image.Resampling.NEAREST),
@@ -116,6 +122,12 @@ def main() -> None:
         for s in S.SHAPES:
             print(f"{s:10s}" + "".join(f"{conf[(s, j)]:9d}" for j in judged_names))
         print()
+    rng = np.random.default_rng(99)
+    scenes = [S.sample_scene(rng, "train") for _ in range(2000)]
+    t = time.perf_counter()
+    S.render_batch(scenes)
+    t_render = time.perf_counter() - t
+    print(f"render: {len(scenes) / t_render:.0f} images/s (256 px, one process, train mix)")
     print(f"judge: {1000 * t_judge / n_judge:.1f} ms/image; total {time.perf_counter() - t0:.0f} s")
 
 

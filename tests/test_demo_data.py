@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mgt_core.demo import scenes as S
-from mgt_core.demo.judge import judge, label_components
+from mgt_core.demo.judge import accuracy, judge, label_components, preference, winning_rate
 from mgt_core.errors import MGTInputError
 
 
@@ -361,6 +361,23 @@ def test_judge_input_formats():
         assert v.checks == base.checks and abs(v.score - base.score) < 0.02
     with pytest.raises(MGTInputError):
         judge(img[..., :2], p)
+
+
+def test_preference_and_winning_rate():
+    """A clean render beats a blurred-to-a-blob copy of itself and a blank canvas; ties are 1/2."""
+    scene = _scenes("simple", 1, seed=71)[0]
+    p = S.prompt_of(scene)
+    clean = judge(S.render(scene), p)
+    blank = np.empty((256, 256, 3), np.uint8)
+    blank[:] = S.BACKGROUNDS[scene.background]
+    empty = judge(blank, p)
+    assert preference(clean, empty) == 1.0 and preference(empty, clean) == 0.0
+    assert preference(clean, clean) == 0.5
+    assert winning_rate([clean, empty], [empty, empty]) == 0.75
+    acc = accuracy([clean, empty])
+    assert acc["all"] == 0.5 and acc["background"] == 1.0 and acc["colour"] == 0.5
+    with pytest.raises(MGTInputError):
+        preference(clean, judge(blank, "a red circle on a gray background"))
 
 
 # ------------------------------------------------------------------------------------ tokenizer

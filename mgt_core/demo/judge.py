@@ -382,3 +382,36 @@ def _wants(obj: S.SceneObject, key: str) -> bool:
         or (key == "size" and obj.size_specified)
         or (key == "position" and obj.position_specified)
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Comparing images (winning rates between sampling design choices)
+
+
+def preference(a: Verdict, b: Verdict) -> float:
+    """1 if image a answers the same prompt better than b, 0 if worse, 0.5 if tied.
+
+    Better = more attribute checks passed; equal counts are decided by the soft score, which only
+    ties exactly for (near-)identical images.
+    """
+    if a.prompt != b.prompt:
+        raise MGTInputError(f"preference compares two images of one prompt, got {a.prompt!r} and {b.prompt!r}")
+    ka = (sum(a.checks.values()), a.score)
+    kb = (sum(b.checks.values()), b.score)
+    return 1.0 if ka > kb else 0.0 if ka < kb else 0.5
+
+
+def winning_rate(a: list[Verdict], b: list[Verdict]) -> float:
+    """Mean preference of a over b across paired verdicts (same prompts, same order)."""
+    if len(a) != len(b) or not a:
+        raise MGTInputError(f"winning_rate needs two equally long, non-empty lists, got {len(a)} and {len(b)}")
+    return float(np.mean([preference(x, y) for x, y in zip(a, b, strict=True)]))
+
+
+def accuracy(verdicts: list[Verdict]) -> dict[str, float]:
+    """Fraction correct per attribute (over the verdicts that check it) and ``all``."""
+    out: dict[str, list[bool]] = {"all": [v.all_correct for v in verdicts]}
+    for v in verdicts:
+        for k, ok in v.checks.items():
+            out.setdefault(k, []).append(ok)
+    return {k: float(np.mean(x)) for k, x in out.items()}
