@@ -4,7 +4,9 @@ Never imports ComfyUI; the ComfyUI nodes in ``nodes/`` are thin adapters over th
 """
 
 from .errors import MGTError, MGTInputError, MGTLoadError
+from .loading.pipeline import load_pipeline
+from .pipeline import MGTPipeline
 
 __version__ = "0.1.0"
 
-__all__ = ["MGTError", "MGTInputError", "MGTLoadError", "__version__"]
+__all__ = ["MGTError", "MGTInputError", "MGTLoadError", "MGTPipeline", "__version__", "load_pipeline"]

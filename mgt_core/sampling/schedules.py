@@ -149,6 +149,14 @@ class MaskSchedule:
         validate_counts(out, num_tokens, self.name)
         return out
 
+    def ratio_at(self, i: int, steps: int, num_tokens: int) -> torch.Tensor:
+        """gamma((i + 1) / T) as a float32 scalar (the masking probability img2img starts from)."""
+        if self.table is not None:
+            return torch.tensor(self.counts(steps, num_tokens)[i] / num_tokens, dtype=torch.float32)
+        r = (torch.tensor(i, dtype=torch.int64) + 1) / steps
+        gamma = self.ratio_fn(r, num_tokens)
+        return gamma.clamp(_CLIP_MIN, 1.0) if self.clip else gamma
+
     def _table_counts(self, steps: int, num_tokens: int) -> list[int]:
         if len(self.table) != steps:
             raise MGTInputError(f"schedule table has {len(self.table)} entries but steps is {steps}")

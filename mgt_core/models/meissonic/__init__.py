@@ -1,0 +1,3 @@
+from .transformer import MeissonicConfig, MeissonicTransformer
+
+__all__ = ["MeissonicConfig", "MeissonicTransformer"]

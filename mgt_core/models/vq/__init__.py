@@ -1,0 +1,3 @@
+from .vqmodel import VQConfig, VQModel
+
+__all__ = ["VQConfig", "VQModel"]
