@@ -67,11 +67,12 @@ def pick_weights(folder: str, stem: str, dtype: torch.dtype) -> str:
     raise MGTLoadError(f"{folder}: no {stem}.safetensors or {stem}.fp16.safetensors{extra}")
 
 
-def _sidecar_config(path: str) -> dict | None:
+def _sidecar_config(path: str) -> tuple[str, dict] | tuple[None, None]:
+    """``<file>.json`` or ``config.json`` beside a single weights file, if there is one."""
     for candidate in (os.path.splitext(path)[0] + ".json", os.path.join(os.path.dirname(path), "config.json")):
         if os.path.isfile(candidate):
-            return read_json(candidate)
-    return None
+            return candidate, read_json(candidate)
+    return None, None
 
 
 def infer_transformer_config(shapes: dict[str, tuple[int, ...]], source: str) -> dict:
@@ -118,8 +119,10 @@ def infer_vq_config(shapes: dict[str, tuple[int, ...]], source: str) -> dict:
 
 def load_transformer(path: str, *, config: dict | None = None, dtype=torch.float32, device="cpu") -> MeissonicTransformer:
     f = SafetensorsFile(path)
-    cfg = config or _sidecar_config(path) or infer_transformer_config(f.shapes(), path)
-    mcfg = MeissonicConfig.from_dict(cfg, source=path)
+    source, cfg = (path, config) if config else _sidecar_config(path)
+    if cfg is None:
+        source, cfg = path, infer_transformer_config(f.shapes(), path)
+    mcfg = MeissonicConfig.from_dict(cfg, source=source)
     model = meta_module(lambda: MeissonicTransformer(mcfg))
     hint = "is this a Meissonic checkpoint?" if mcfg.downsample else "is this a Monetico checkpoint?"
     return load_module(model, [f], dtype=dtype, device=device, hint=hint)
@@ -127,7 +130,10 @@ def load_transformer(path: str, *, config: dict | None = None, dtype=torch.float
 
 def load_vq(path: str, *, config: dict | None = None, dtype=torch.float32, device="cpu") -> VQModel:
     f = SafetensorsFile(path)
-    cfg = VQConfig.from_dict(config or _sidecar_config(path) or infer_vq_config(f.shapes(), path), source=path)
+    source, cfg = (path, config) if config else _sidecar_config(path)
+    if cfg is None:
+        source, cfg = path, infer_vq_config(f.shapes(), path)
+    cfg = VQConfig.from_dict(cfg, source=source)
     model = meta_module(lambda: VQModel(cfg))
     return load_module(model, [f], dtype=vq_dtype_for(dtype), device=device, hint="is this the model's vqvae?")
 
@@ -143,7 +149,7 @@ def _clip_rename(key: str) -> str | None:
 
 def load_text_encoder(path: str, *, config: dict | None = None, dtype=torch.float32, device="cpu"):
     f = SafetensorsFile(path)
-    cfg = config or _sidecar_config(path)
+    cfg = config or _sidecar_config(path)[1]
     if cfg is None or "text_config" in cfg:  # a full CLIPModel config nests the text one
         cfg = (cfg or {}).get("text_config") or infer_clip_text_config(
             {k: v for k, v in f.shapes().items() if _clip_rename(k)}, path
