@@ -328,18 +328,26 @@ def ui(args) -> int:
         log(f"installing {req} (web UI only)")
         pip("install", "-c", ENV / "constraints.txt", req)
         UI_STAMP.write_text(req + "\n")
-    base = REPO / ".cache" / "ui"
-    base.mkdir(parents=True, exist_ok=True)
+    base = REPO / ".cache" / "ui"  # user settings and saved workflows survive restarts
+    (base / "custom_nodes").mkdir(parents=True, exist_ok=True)  # main.py lists it unconditionally
     OUTPUT_DIR.mkdir(exist_ok=True)
     cmd = [PY, LAUNCHER, COMFY_DIR, "--cpu", "--listen", "127.0.0.1", "--port", str(args.port),
            "--base-directory", base, "--output-directory", OUTPUT_DIR, "--database-url", "sqlite:///:memory:",
            "--disable-api-nodes", "--extra-model-paths-config", EXTRA_PATHS, *args.comfy_args]
     log(f"ComfyUI at http://127.0.0.1:{args.port}/  (images go to {OUTPUT_DIR}; Ctrl-C stops)")
     proc = subprocess.Popen([str(c) for c in cmd])
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    # Ctrl-C, and also SIGTERM/SIGINT sent from scripts (where SIGINT may start out ignored).
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
+        log("stopping ComfyUI")
+        proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=15)
         if proc.poll() is None:
