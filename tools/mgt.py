@@ -359,18 +359,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tools/mgt.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("setup", help=f"build or refresh the cached environment in {ENV}")
-    p = sub.add_parser("test", help="ruff + pytest (all layers); extra args go to pytest")
-    p.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    sub.add_parser("test", help="ruff + pytest (all layers); other arguments go to pytest")
     p = sub.add_parser("demo", help="run the demo workflow in a headless ComfyUI; images -> output/")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the prompt")
-    p = sub.add_parser("ui", help="start ComfyUI's web UI with the pack (127.0.0.1)")
+    p = sub.add_parser("ui", help="ComfyUI's web UI with the pack (127.0.0.1); other arguments go to ComfyUI")
     p.add_argument("--port", type=int, default=8188)
-    p.add_argument("comfy_args", nargs=argparse.REMAINDER, help="extra ComfyUI arguments (after --)")
-    args = parser.parse_args(argv)
-    if args.cmd == "ui" and args.comfy_args[:1] == ["--"]:
-        args.comfy_args = args.comfy_args[1:]
-    if args.cmd == "test" and args.pytest_args[:1] == ["--"]:
-        args.pytest_args = args.pytest_args[1:]
+    args, extra = parser.parse_known_args(argv)
+    extra = extra[1:] if extra[:1] == ["--"] else extra
+    if extra and args.cmd not in ("test", "ui"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pytest_args = args.comfy_args = extra
     return {"setup": lambda a: setup(a) or 0, "test": test, "demo": demo, "ui": ui}[args.cmd](args) or 0
 
 
