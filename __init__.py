@@ -6,6 +6,11 @@ package still imports; only that one import is guarded, so a real error in the p
 code still fails loudly inside ComfyUI.
 """
 
+NODE_IDS = ("MGTSchedulePreview",)
+"""Every node id the pack registers. Importable without ComfyUI, so the test harness can insist
+that a real server lists each of them; the ComfyUI tests also check that the server lists no
+other node of this pack, so a node added to ``nodes/`` without an entry here fails the suite."""
+
 try:
     import comfy_api.latest  # noqa: F401
 except ImportError:  # not running inside ComfyUI
@@ -13,4 +18,4 @@ except ImportError:  # not running inside ComfyUI
 else:
     from .nodes import comfy_entrypoint  # noqa: F401
 
-__all__ = ["comfy_entrypoint"]
+__all__ = ["NODE_IDS", "comfy_entrypoint"]

@@ -1,0 +1,20 @@
+"""ComfyUI nodes of the pack (V3 schema). Imported only inside ComfyUI, see the pack root.
+
+Every module here is a thin adapter over ``mgt_core``. Imports must be relative: ComfyUI loads
+the pack under a synthetic module name, never as ``mgt_design_choices``.
+"""
+
+from comfy_api.latest import ComfyExtension, io
+
+from .schedule_preview import MGTSchedulePreview
+
+NODES: list[type[io.ComfyNode]] = [MGTSchedulePreview]
+
+
+class MGTExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> MGTExtension:
+    return MGTExtension()

@@ -1,0 +1,74 @@
+"""Import paths for unit tests, and one real ComfyUI server per session for ``comfyui`` tests.
+
+Unit tests import ``mgt_core`` as a top-level package and the pack as ``mgt_design_choices``
+(ComfyUI itself uses a synthetic name, which is why the pack's imports are relative).
+ComfyUI tests need the env from ``python3 tools/mgt.py setup``; without it they fail, because a
+silently skipped integration layer would let a broken pack pass. ``MGT_SKIP_COMFYUI=1`` is the
+explicit opt-out.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+_spec = importlib.util.spec_from_file_location("mgt_tool", REPO / "tools" / "mgt.py")
+mgt_tool = importlib.util.module_from_spec(_spec)
+sys.modules["mgt_tool"] = mgt_tool
+_spec.loader.exec_module(mgt_tool)
+
+pack = mgt_tool.load_module("mgt_design_choices", REPO / "__init__.py", REPO)
+
+from comfy_harness import ComfyServer  # noqa: E402 - tests/ is on sys.path from here on
+
+SKIP_VAR = "MGT_SKIP_COMFYUI"
+COMFY_FIXTURES = {"comfy", "comfy_env", "graph"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests using the ComfyUI fixtures are ``comfyui`` tests, marked or not; honour the opt-out."""
+    skip = os.environ.get(SKIP_VAR) == "1"
+    for item in items:
+        if COMFY_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.comfyui)
+        if skip and item.get_closest_marker("comfyui"):
+            item.add_marker(pytest.mark.skip(reason=f"{SKIP_VAR}=1: real-ComfyUI tests opted out"))
+
+
+@pytest.fixture(scope="session")
+def comfy_env():
+    """The tools/mgt.py module, once its environment is known to be complete."""
+    if not mgt_tool.env_ready():
+        pytest.fail(
+            f"no ComfyUI environment in {mgt_tool.ENV}: run `python3 tools/mgt.py setup` "
+            f"(or `python3 tools/mgt.py test`), or set {SKIP_VAR}=1 to skip the ComfyUI tests",
+            pytrace=False,
+        )
+    return mgt_tool
+
+
+@pytest.fixture(scope="session")
+def comfy(comfy_env):
+    """One ComfyUI server with this repo loaded, shared by the session; always stopped."""
+    server = ComfyServer(comfy_env.PY, comfy_env.LAUNCHER, comfy_env.COMFY_DIR, comfy_env.EXTRA_PATHS,
+                         expected_nodes=pack.NODE_IDS)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def graph(comfy_env):
+    """ComfyUI's own GraphBuilder class (a dependency-free file), for building API prompts."""
+    path = comfy_env.COMFY_DIR / "comfy_execution" / "graph_utils.py"
+    module = mgt_tool.load_module("comfy_graph_utils", path)
+    return lambda: module.GraphBuilder(prefix="")
