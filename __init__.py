@@ -6,7 +6,10 @@ package still imports; only that one import is guarded, so a real error in the p
 code still fails loudly inside ComfyUI.
 """
 
-NODE_IDS = ("MGTSchedulePreview",)
+NODE_IDS = (
+    "MGTModelLoader", "MGTModelLoaderFiles", "MGTTextEncode", "MGTSampler", "MGTVQDecode", "MGTVQEncode",
+    "MGTSchedulePreview",
+)
 """Every node id the pack registers. Importable without ComfyUI, so the test harness can insist
 that a real server lists each of them; the ComfyUI tests also check that the server lists no
 other node of this pack, so a node added to ``nodes/`` without an entry here fails the suite."""

@@ -81,7 +81,7 @@ class MGTPipeline:
     @property
     def factor(self) -> int:
         """Pixels per VQ token along each axis."""
-        return self.vq.factor
+        return self.info.vq_factor
 
     def grid_for(self, height: int, width: int) -> tuple[int, int]:
         """Token grid of an image size; sizes must split into whole transformer tokens."""

@@ -6,9 +6,15 @@ the pack under a synthetic module name, never as ``mgt_design_choices``.
 
 from comfy_api.latest import ComfyExtension, io
 
+from .conditioning import MGTTextEncode
+from .loader import MGTModelLoader, MGTModelLoaderFiles
+from .sampler import MGTSampler
 from .schedule_preview import MGTSchedulePreview
+from .vq import MGTVQDecode, MGTVQEncode
 
-NODES: list[type[io.ComfyNode]] = [MGTSchedulePreview]
+NODES: list[type[io.ComfyNode]] = [
+    MGTModelLoader, MGTModelLoaderFiles, MGTTextEncode, MGTSampler, MGTVQDecode, MGTVQEncode, MGTSchedulePreview,
+]
 
 
 class MGTExtension(ComfyExtension):

@@ -29,7 +29,7 @@ pack = mgt_tool.load_module("mgt_design_choices", REPO / "__init__.py", REPO)
 from comfy_harness import ComfyServer  # noqa: E402 - tests/ is on sys.path from here on
 
 SKIP_VAR = "MGT_SKIP_COMFYUI"
-COMFY_FIXTURES = {"comfy", "comfy_env", "graph"}
+COMFY_FIXTURES = {"comfy", "comfy_env", "graph", "comfy_models"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -54,10 +54,28 @@ def comfy_env():
     return mgt_tool
 
 
+TEST_MODELS = {"tiny-meissonic": True, "tiny-monetico": False}
+"""Random reduced-width model folders (real layout) the test server finds in models/mgt."""
+
+
 @pytest.fixture(scope="session")
-def comfy(comfy_env):
-    """One ComfyUI server with this repo loaded, shared by the session; always stopped."""
-    server = ComfyServer(comfy_env.PY, comfy_env.LAUNCHER, comfy_env.COMFY_DIR, comfy_env.EXTRA_PATHS,
+def comfy_models(tmp_path_factory):
+    from mgt_testing import make_tiny_folder
+
+    root = tmp_path_factory.mktemp("mgt-models")
+    for name, down in TEST_MODELS.items():
+        make_tiny_folder(root / name, downsample=down)
+    return root
+
+
+@pytest.fixture(scope="session")
+def comfy(comfy_env, comfy_models, tmp_path_factory):
+    """One ComfyUI server with this repo loaded, shared by the session; always stopped.
+
+    Its models/mgt holds the tiny random models of ``comfy_models``."""
+    yaml = tmp_path_factory.mktemp("comfy-config") / "extra_model_paths.yaml"
+    comfy_env.write_extra_model_paths(yaml, comfy_env.CUSTOM_NODES, comfy_models)
+    server = ComfyServer(comfy_env.PY, comfy_env.LAUNCHER, comfy_env.COMFY_DIR, yaml,
                          expected_nodes=pack.NODE_IDS)
     server.start()
     try:

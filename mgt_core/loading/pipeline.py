@@ -174,15 +174,17 @@ class ModelInfo:
     height: int
     negative_prompt: str
     schedule: str = "cosine"
+    vq_factor: int = 16
 
 
-def _defaults(folder: str, tcfg: MeissonicConfig, scheduler: dict) -> ModelInfo:
+def _defaults(folder: str, tcfg: MeissonicConfig, scheduler: dict, vq_factor: int = 16) -> ModelInfo:
     family = "meissonic" if tcfg.downsample else "monetico"
     size = 1024 if tcfg.downsample else 512
     info = ModelInfo(
         name=os.path.basename(os.path.normpath(folder)), family=family, path=folder,
         steps=64 if family == "meissonic" else 48, guidance_scale=9.0, width=size, height=size,
         negative_prompt=REFERENCE_NEGATIVE_PROMPT, schedule=scheduler.get("masking_schedule", "cosine"),
+        vq_factor=vq_factor,
     )
     extra = os.path.join(folder, "mgt_defaults.json")
     if os.path.isfile(extra):
@@ -256,7 +258,7 @@ def load_pipeline(
             edir = os.path.join(folder, "text_encoder")
             te = load_text_encoder(pick_weights(edir, "model", dtype), config=read_json(os.path.join(edir, "config.json")), dtype=dtype, device=device)
         check_text_fits(te, tcfg, text_encoder or os.path.join(folder, "text_encoder"))
-    return MGTPipeline(transformer=transformer, vq=vq, text_encoder=te, tokenizer=tok, info=_defaults(folder, tcfg, scheduler))
+    return MGTPipeline(transformer=transformer, vq=vq, text_encoder=te, tokenizer=tok, info=_defaults(folder, tcfg, scheduler, vq.factor))
 
 
 def check_text_fits(te, tcfg: MeissonicConfig, source: str) -> None:
@@ -266,3 +268,33 @@ def check_text_fits(te, tcfg: MeissonicConfig, source: str) -> None:
             f"{source}: text encoder gives hidden {hidden} / pooled {proj}, but the transformer expects "
             f"{tcfg.joint_attention_dim} / {tcfg.pooled_projection_dim}"
         )
+
+
+def load_pipeline_files(
+    transformer: str,
+    vq: str,
+    text_encoder: str | None = None,
+    tokenizer: str | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+):
+    """An :class:`~mgt_core.pipeline.MGTPipeline` from single files (e.g. ComfyUI's
+    ``diffusion_models``, ``vae`` and ``text_encoders`` folders); the tokenizer is a folder with
+    vocab.json/merges.txt (a model folder's ``tokenizer/``)."""
+    from ..pipeline import MGTPipeline
+
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    dtype = dtype or default_dtype(device)
+    t = load_transformer(transformer, dtype=dtype, device=device)
+    v = load_vq(vq, dtype=dtype, device=device)
+    te = tok = None
+    if text_encoder is not None:
+        if tokenizer is None:
+            raise MGTLoadError(f"{text_encoder}: a text encoder file needs a tokenizer folder (vocab.json, merges.txt)")
+        tok = load_tokenizer(tokenizer)
+        te = load_text_encoder(text_encoder, dtype=dtype, device=device)
+        check_text_fits(te, t.config, text_encoder)
+    info = _defaults(os.path.dirname(transformer), t.config, {}, v.factor)
+    info.name = os.path.basename(transformer)
+    return MGTPipeline(transformer=t, vq=v, text_encoder=te, tokenizer=tok, info=info)

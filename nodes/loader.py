@@ -1,0 +1,131 @@
+"""MGT Model Loader (a model folder) and MGT Model Loader (Files) (single safetensors files)."""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+from ..mgt_core.loading.pipeline import default_dtype, is_model_folder, load_pipeline, load_pipeline_files
+from . import bridge
+from .types import MGTVQ, MGTModel, MGTTextEncoder, ModelHandle, TextEncoderHandle, VQHandle
+
+FOLDER_KEY = "mgt"
+DEMO_NAME = "mgt-demo (built-in)"
+DEMO_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mgt_core", "demo", "mgt-demo")
+OWN_TEXT_ENCODER = "model's own"
+DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+if FOLDER_KEY not in folder_paths.folder_names_and_paths:
+    folder_paths.add_model_folder_path(FOLDER_KEY, os.path.join(folder_paths.models_dir, FOLDER_KEY))
+
+
+def model_folders() -> dict[str, str]:
+    """Display name -> path of every model folder in models/mgt and models/diffusers (+ the demo)."""
+    found = {DEMO_NAME: DEMO_PATH} if is_model_folder(DEMO_PATH) else {}
+    for key in (FOLDER_KEY, "diffusers"):
+        for base in folder_paths.get_folder_paths(key) if key in folder_paths.folder_names_and_paths else []:
+            if not os.path.isdir(base):
+                continue
+            for name in sorted(os.listdir(base)):
+                path = os.path.join(base, name)
+                if is_model_folder(path):
+                    found.setdefault(name, path)
+    return found
+
+
+def _dtype(choice: str) -> torch.dtype:
+    return DTYPES[choice] or default_dtype(bridge.load_device("transformer"))
+
+
+def handles(pipe):
+    vq = VQHandle(bridge.wrap(pipe.vq, "vq"))
+    model = ModelHandle(bridge.wrap(pipe.transformer, "transformer"), pipe.info, vq)
+    text = TextEncoderHandle(bridge.wrap(pipe.text_encoder, "text"), pipe.tokenizer) if pipe.text_encoder is not None else None
+    return io.NodeOutput(model, text, vq)
+
+
+DTYPE_INPUT = dict(
+    options=list(DTYPES), default="auto",
+    tooltip="Weights precision. auto: bf16 on CUDA, fp16 on Apple MPS, fp32 on CPU. The VQ decoder is never "
+            "run in fp16 (it produces NaNs); it stays fp32 when fp16 is chosen.",
+)
+OUTPUTS = [
+    MGTModel.Output(display_name="model", tooltip="The transformer, for MGT Sampler and TomeMGT."),
+    MGTTextEncoder.Output(display_name="text_encoder", tooltip="CLIP text encoder, for MGT Text Encode."),
+    MGTVQ.Output(display_name="vq", tooltip="VQ image tokenizer, for MGT VQ Decode / Encode."),
+]
+
+
+class MGTModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MGTModelLoader",
+            display_name="MGT Model Loader",
+            category="MGT/loaders",
+            description="Loads a Meissonic / Monetico model folder as published (transformer/, vqvae/, "
+                        "text_encoder/, tokenizer/), from models/mgt or models/diffusers, or the built-in demo model.",
+            inputs=[
+                io.Combo.Input("model", options=list(model_folders()) or [DEMO_NAME],
+                               tooltip="Model folder. Put MeissonFlow/Meissonic or Collov-Labs/Monetico folders in "
+                                       "ComfyUI/models/mgt/. The built-in demo model draws coloured shapes at 256 px."),
+                io.Combo.Input("dtype", **DTYPE_INPUT),
+                io.Combo.Input("text_encoder", options=[OWN_TEXT_ENCODER, *folder_paths.get_filename_list("text_encoders")],
+                               default=OWN_TEXT_ENCODER,
+                               tooltip="Use another CLIP text tower instead of the folder's text_encoder/: the official "
+                                       "Meissonic scripts use laion/CLIP-ViT-H-14-laion2B-s32B-b79K's model.safetensors "
+                                       "(a full CLIP file: only its text keys are loaded)."),
+            ],
+            outputs=OUTPUTS,
+        )
+
+    @classmethod
+    def execute(cls, model: str, dtype: str, text_encoder: str) -> io.NodeOutput:
+        folders = model_folders()
+        if model not in folders:
+            raise ValueError(f"model folder {model!r} not found in models/{FOLDER_KEY} or models/diffusers")
+        override = None if text_encoder == OWN_TEXT_ENCODER else folder_paths.get_full_path_or_raise("text_encoders", text_encoder)
+        pipe = load_pipeline(folders[model], dtype=_dtype(dtype), device=bridge.offload_device("transformer"), text_encoder=override)
+        return handles(pipe)
+
+
+class MGTModelLoaderFiles(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MGTModelLoaderFiles",
+            display_name="MGT Model Loader (Files)",
+            category="MGT/loaders",
+            description="Loads single safetensors files: a Meissonic/Monetico transformer, its VQ model and a CLIP "
+                        "text encoder, with the tokenizer of a model folder.",
+            inputs=[
+                io.Combo.Input("transformer", options=folder_paths.get_filename_list("diffusion_models"),
+                               tooltip="Transformer file in models/diffusion_models (config inferred from its tensors)."),
+                io.Combo.Input("vq", options=folder_paths.get_filename_list("vae"),
+                               tooltip="VQ model file (diffusers VQModel keys) in models/vae."),
+                io.Combo.Input("text_encoder", options=folder_paths.get_filename_list("text_encoders"),
+                               tooltip="CLIP ViT-H/14 text encoder in models/text_encoders (a full CLIP file works: only "
+                                       "its text keys are loaded)."),
+                io.Combo.Input("tokenizer_from", options=list(model_folders()) or [DEMO_NAME],
+                               tooltip="Model folder whose tokenizer/ to use (vocab.json, merges.txt)."),
+                io.Combo.Input("dtype", **DTYPE_INPUT),
+            ],
+            outputs=OUTPUTS,
+        )
+
+    @classmethod
+    def execute(cls, transformer: str, vq: str, text_encoder: str, tokenizer_from: str, dtype: str) -> io.NodeOutput:
+        folders = model_folders()
+        if tokenizer_from not in folders:
+            raise ValueError(f"model folder {tokenizer_from!r} not found for the tokenizer")
+        pipe = load_pipeline_files(
+            folder_paths.get_full_path_or_raise("diffusion_models", transformer),
+            folder_paths.get_full_path_or_raise("vae", vq),
+            folder_paths.get_full_path_or_raise("text_encoders", text_encoder),
+            os.path.join(folders[tokenizer_from], "tokenizer"),
+            dtype=_dtype(dtype), device=bridge.offload_device("transformer"),
+        )
+        return handles(pipe)

@@ -1,0 +1,164 @@
+"""MGT Sampler: conditioning -> tokens, with the paper's inference design choices as inputs."""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ..mgt_core.errors import MGTInputError
+from ..mgt_core.models.text import TextConditioning
+from ..mgt_core.pipeline import MGTPipeline, make_settings
+from ..mgt_core.sampling.differential import DifferentialSampling
+from ..mgt_core.sampling.noise_reg import SHAPES, NoiseRegularization
+from ..mgt_core.sampling.partial import Start, img2img_start, inpaint_start
+from ..mgt_core.sampling.schedules import BUILTIN_SCHEDULES
+from ..mgt_core.sampling.zsampling import ZSampling
+from . import bridge
+from .types import MGTConditioning, MGTModel, MGTTokens, ModelHandle, Tokens
+
+CUSTOM = "custom"
+
+
+def design_choices(noise_regularization, nr_amplitude, nr_shape, differential_sampling, ds_fraction,
+                   z_sampling, z_inversion_cfg, z_start, z_stop):
+    """Widget values -> the design-choice objects the engine takes (None = off)."""
+    return dict(
+        noise_regularization=NoiseRegularization(nr_amplitude, nr_shape) if noise_regularization else None,
+        differential_sampling=DifferentialSampling(ds_fraction) if differential_sampling else None,
+        z_sampling=ZSampling(z_inversion_cfg, z_start, None if z_stop < 0 else z_stop) if z_sampling else None,
+    )
+
+
+def partial_start(init: Tokens, settings, strength: float, batch: int, mask_id: int, generator) -> Start:
+    tokens = init.tokens
+    if tokens.shape[0] not in (1, batch):
+        raise MGTInputError(f"{tokens.shape[0]} init token grids for a batch of {batch}")
+    flat = tokens.expand(batch, -1, -1).reshape(batch, -1).to(generator.device)
+    if init.token_mask is None:
+        return img2img_start(flat, settings.steps, strength, settings.schedule, mask_id, generator)
+    tmask = init.token_mask.expand(batch, -1, -1).reshape(batch, -1).to(flat.device)
+    return inpaint_start(flat, tmask, settings.steps, strength, mask_id)
+
+
+class MGTSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MGTSampler",
+            display_name="MGT Sampler",
+            category="MGT/sampling",
+            description="Unmasks image tokens step by step (Meissonic's sampler), with the design choices of 'Bag of "
+                        "Design Choices for Inference of High-Resolution Masked Generative Transformer' as switches.",
+            inputs=[
+                MGTModel.Input("model", tooltip="From MGT Model Loader (or MGT TomeMGT)."),
+                MGTConditioning.Input("positive", tooltip="MGT Text Encode of the prompt."),
+                MGTConditioning.Input("negative", tooltip="MGT Text Encode of the negative prompt (the CFG "
+                                      "unconditional branch); Meissonic's scripts use their long negative prompt."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of every random draw of the run (token draws, Gumbel noise, NR noise)."),
+                io.Int.Input("steps", default=64, min=1, max=512,
+                             tooltip="Sampling steps T: Meissonic 64, Monetico 48, the demo model 16."),
+                io.Float.Input("cfg", default=9.0, min=0.0, max=50.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance on the logits (on when > 1): Meissonic and Monetico "
+                                       "9; the demo model 3."),
+                io.Int.Input("width", default=1024, min=16, max=4096, step=16,
+                             tooltip="Meissonic 1024 (multiple of 32), Monetico 512 (multiple of 16), demo 256."),
+                io.Int.Input("height", default=1024, min=16, max=4096, step=16, tooltip="See width."),
+                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Images per prompt."),
+                io.Combo.Input("schedule", options=[*BUILTIN_SCHEDULES, CUSTOM], default="cosine",
+                               tooltip="Mask schedule (how many tokens stay masked after each step). cosine is "
+                                       "Meissonic's; 'custom' uses custom_schedule."),
+                io.Boolean.Input("noise_regularization", default=False,
+                                 tooltip="Noise regularization: Gaussian noise on the logits, strong at the start and "
+                                         "end (2|cos(pi t/(T-1))|). More diverse, less over-confident. Free."),
+                io.Boolean.Input("differential_sampling", default=False,
+                                 tooltip="Differential sampling: where the prediction barely changed since the last "
+                                         "step, sample from the change instead. Free; one L x K buffer per image."),
+                io.Boolean.Input("z_sampling", default=False,
+                                 tooltip="Masked Z-Sampling: each step goes forward, re-masks the tokens a low-guidance "
+                                         "pass is surest of, and goes forward again. ~3x the model calls (3T-2)."),
+                MGTTokens.Input("init_tokens", optional=True,
+                                tooltip="From MGT VQ Encode: img2img, or inpainting when it carries a mask. Its size "
+                                        "overrides width/height."),
+                io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01, optional=True,
+                               tooltip="With init_tokens: the share of steps that run (img2img strength)."),
+                io.String.Input("custom_schedule", default="", optional=True, advanced=True,
+                                tooltip="When schedule is 'custom': an expression of r in (0, 1] such as "
+                                        "cos(pi/2*r**1.5), a comma list of T fractions or counts, pow<k> or cospow:a,b."),
+                io.Float.Input("temperature_start", default=2.0, min=0.0, max=20.0, step=0.1, optional=True, advanced=True,
+                               tooltip="Gumbel temperature of the confidence ranking at the first step (reference 2)."),
+                io.Float.Input("temperature_end", default=0.0, min=0.0, max=20.0, step=0.1, optional=True, advanced=True,
+                               tooltip="Gumbel temperature at the last step (reference 0)."),
+                io.Float.Input("nr_amplitude", default=2.0, min=0.0, max=10.0, step=0.05, optional=True, advanced=True,
+                               tooltip="Noise regularization amplitude A (reference 2)."),
+                io.Combo.Input("nr_shape", options=list(SHAPES), default="abs_cos", optional=True, advanced=True,
+                               tooltip="Noise regularization shape over the run (reference abs_cos)."),
+                io.Float.Input("ds_fraction", default=0.75, min=0.0, max=1.0, step=0.05, optional=True, advanced=True,
+                               tooltip="Differential sampling: share of tokens, those that changed least, sampled "
+                                       "from the change (reference 0.75)."),
+                io.Float.Input("z_inversion_cfg", default=0.0, min=0.0, max=50.0, step=0.1, optional=True, advanced=True,
+                               tooltip="Z-Sampling: guidance of the re-masking pass (0 = negative prompt only)."),
+                io.Int.Input("z_start", default=0, min=0, max=512, optional=True, advanced=True,
+                             tooltip="Z-Sampling: first step that zig-zags."),
+                io.Int.Input("z_stop", default=-1, min=-1, max=512, optional=True, advanced=True,
+                             tooltip="Z-Sampling: first step that no longer zig-zags (-1: the last step)."),
+            ],
+            outputs=[MGTTokens.Output(display_name="tokens")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(
+        cls, model: ModelHandle, positive: TextConditioning, negative: TextConditioning, seed: int, steps: int,
+        cfg: float, width: int, height: int, batch_size: int, schedule: str, noise_regularization: bool,
+        differential_sampling: bool, z_sampling: bool, init_tokens: Tokens | None = None, denoise: float = 1.0,
+        custom_schedule: str = "", temperature_start: float = 2.0, temperature_end: float = 0.0,
+        nr_amplitude: float = 2.0, nr_shape: str = "abs_cos", ds_fraction: float = 0.75, z_inversion_cfg: float = 0.0,
+        z_start: int = 0, z_stop: int = -1,
+    ) -> io.NodeOutput:
+        if schedule == CUSTOM and not custom_schedule.strip():
+            raise MGTInputError("schedule is 'custom' but custom_schedule is empty")
+        settings = make_settings(
+            steps=steps, guidance_scale=cfg, schedule=custom_schedule if schedule == CUSTOM else schedule,
+            temperature=(temperature_start, temperature_end),
+            **design_choices(noise_regularization, nr_amplitude, nr_shape, differential_sampling, ds_fraction,
+                             z_sampling, z_inversion_cfg, z_start, z_stop),
+        )
+        if init_tokens is not None:
+            height, width = init_tokens.image_size
+        pipe = MGTPipeline(transformer=model.patcher.model.module, vq=None, text_encoder=None, tokenizer=None, info=model.info)
+        grid = pipe.grid_for(height, width)  # size errors before any loading
+        bridge.free_text_encoders()
+        bridge.use(model.patcher)
+        device = pipe.transformer.device
+        generator = torch.Generator(device).manual_seed(seed)
+        cond = positive.repeat(batch_size)
+        uncond = negative.repeat(batch_size)
+        start = None
+        if init_tokens is not None:
+            start = partial_start(init_tokens, settings, denoise, len(cond), pipe.transformer.mask_token_id, generator)
+        todo = settings.steps - (start.first_step if start else 0)
+        node_id = cls.hidden.unique_id if getattr(cls, "hidden", None) else None
+        callback = bridge.step_callback(node_id, todo, grid, model.vq)
+        with model_patches(model, pipe.transformer, seed):
+            result = pipe.sample_tokens(cond, uncond, settings, height=height, width=width, generator=generator,
+                                        start=start, callback=callback)
+        tokens = result.tokens.view(-1, *grid).cpu()
+        return io.NodeOutput(Tokens(tokens, model.info.vq_factor))
+
+
+class model_patches:
+    """Applies a model handle's patches (TomeMGT) for one run and always removes them."""
+
+    def __init__(self, handle: ModelHandle, transformer, seed: int):
+        self.handle, self.transformer, self.seed = handle, transformer, seed
+
+    def __enter__(self):
+        if self.handle.tome is not None:
+            self.handle.tome.apply(self.transformer, self.seed)
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle.tome is not None:
+            self.handle.tome.remove(self.transformer)
+        return False

@@ -1,0 +1,153 @@
+"""The pack's nodes in a real ComfyUI server: schemas, text-to-image, img2img/inpainting, progress,
+Cancel, caching and errors (tiny random models in the real folder layout)."""
+
+from __future__ import annotations
+
+import threading
+
+import mgt_design_choices as pack
+import pytest
+from comfy_harness import PromptRejected
+from PIL import Image
+
+pytestmark = pytest.mark.comfyui
+
+SOCKETS = {
+    "MGTModelLoader": ([], ["MGT_MODEL", "MGT_TEXT_ENCODER", "MGT_VQ"]),
+    "MGTModelLoaderFiles": ([], ["MGT_MODEL", "MGT_TEXT_ENCODER", "MGT_VQ"]),
+    "MGTTextEncode": (["MGT_TEXT_ENCODER"], ["MGT_CONDITIONING"]),
+    "MGTSampler": (["MGT_MODEL", "MGT_CONDITIONING", "MGT_CONDITIONING"], ["MGT_TOKENS"]),
+    "MGTVQDecode": (["MGT_VQ", "MGT_TOKENS"], ["IMAGE"]),
+    "MGTVQEncode": (["MGT_VQ", "IMAGE"], ["MGT_TOKENS"]),
+}
+
+
+def t2i(graph, model="tiny-meissonic", prompt="a red circle", negative="", **sampler):
+    g = graph()
+    loader = g.node("MGTModelLoader", model=model, dtype="auto", text_encoder="model's own")
+    pos = g.node("MGTTextEncode", text_encoder=loader.out(1), text=prompt)
+    neg = g.node("MGTTextEncode", text_encoder=loader.out(1), text=negative)
+    args = dict(seed=1, steps=4, cfg=3.0, width=32, height=48, batch_size=1, schedule="cosine",
+                noise_regularization=False, differential_sampling=False, z_sampling=False) | sampler
+    samp = g.node("MGTSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0), **args)
+    dec = g.node("MGTVQDecode", vq=loader.out(2), tokens=samp.out(0), tiled=False)
+    save = g.node("SaveImage", images=dec.out(0), filename_prefix="mgt_t2i")
+    return g, dict(loader=loader, pos=pos, neg=neg, sampler=samp, decode=dec, save=save)
+
+
+def run_ok(comfy, prompt, timeout=300):
+    prompt_id, entry = comfy.run(prompt, timeout=timeout)
+    errors = [d for t, d in entry["status"]["messages"] if t == "execution_error"]
+    detail = [(e.get("node_type"), e.get("exception_message"), "".join(e.get("traceback", []))[-1500:]) for e in errors]
+    assert entry["status"]["status_str"] == "success", detail
+    return prompt_id, entry
+
+
+def test_every_node_has_typed_sockets_and_tooltips(comfy):
+    info = comfy.object_info()
+    for node_id in pack.NODE_IDS:
+        node = info[node_id]
+        assert node["category"].startswith("MGT")
+        inputs = {**node["input"]["required"], **node["input"].get("optional", {})}
+        assert all(spec[1].get("tooltip") for spec in inputs.values()), node_id
+        if node_id in SOCKETS:
+            want_in, want_out = SOCKETS[node_id]
+            socket_types = [spec[0] for spec in node["input"]["required"].values() if isinstance(spec[0], str) and spec[0].isupper() and spec[0] not in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
+            assert socket_types == want_in, node_id
+            assert node["output"] == want_out, node_id
+    loader = info["MGTModelLoader"]["input"]["required"]["model"]
+    assert {"tiny-meissonic", "tiny-monetico"} <= set(loader[1]["options"] if isinstance(loader[1], dict) and "options" in loader[1] else loader[0])
+    sampler = info["MGTSampler"]["input"]
+    assert sampler["required"]["steps"][1]["default"] == 64 and sampler["required"]["cfg"][1]["default"] == 9.0
+    assert set(sampler["optional"]) >= {"init_tokens", "denoise", "nr_amplitude", "ds_fraction", "z_inversion_cfg"}
+
+
+@pytest.mark.parametrize("model, size", [("tiny-meissonic", (32, 48)), ("tiny-monetico", (24, 40))])
+def test_text_to_image_saves_png_of_the_requested_size(comfy, graph, model, size):
+    g, n = t2i(graph, model=model, width=size[0], height=size[1], batch_size=2, z_sampling=True,
+               noise_regularization=True, differential_sampling=True)
+    prompt_id, entry = run_ok(comfy, g.finalize())
+    pngs = comfy.output_images(entry)
+    assert len(pngs) == 2
+    for png in pngs:
+        with Image.open(png) as img:
+            assert img.size == size
+    events = comfy.events.for_prompt(prompt_id)
+    progress = [d for t, d in events if t == "progress" and d.get("node") == n["sampler"].id]
+    assert progress and progress[-1]["value"] == progress[-1]["max"] == 4
+
+
+def test_same_inputs_are_cached_and_a_new_seed_resamples(comfy, graph):
+    g, n = t2i(graph, seed=5)
+    run_ok(comfy, g.finalize())
+    prompt_id, _ = run_ok(comfy, g.finalize())
+    cached = comfy.events.wait_for(prompt_id, "execution_cached")["nodes"]
+    assert n["sampler"].id in cached and n["decode"].id in cached
+    g2, n2 = t2i(graph, seed=6)
+    prompt_id, _ = run_ok(comfy, g2.finalize())
+    cached = comfy.events.wait_for(prompt_id, "execution_cached")["nodes"]
+    assert n2["loader"].id in cached and n2["sampler"].id not in cached
+
+
+def test_inpainting_keeps_the_unmasked_tokens(comfy, graph):
+    g = graph()
+    loader = g.node("MGTModelLoader", model="tiny-meissonic", dtype="auto", text_encoder="model's own")
+    pos = g.node("MGTTextEncode", text_encoder=loader.out(1), text="a blue square")
+    neg = g.node("MGTTextEncode", text_encoder=loader.out(1), text="")
+    base = dict(seed=3, steps=4, cfg=3.0, width=32, height=32, batch_size=1, schedule="cosine",
+                noise_regularization=False, differential_sampling=False, z_sampling=False)
+    first = g.node("MGTSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0), **base)
+    image = g.node("MGTVQDecode", vq=loader.out(2), tokens=first.out(0), tiled=False)
+    mask = g.node("SolidMask", value=1.0, width=16, height=32)  # left half
+    canvas = g.node("SolidMask", value=0.0, width=32, height=32)
+    full = g.node("MaskComposite", destination=canvas.out(0), source=mask.out(0), x=0, y=0, operation="add")
+    enc = g.node("MGTVQEncode", vq=loader.out(2), image=image.out(0), mask=full.out(0))
+    second = g.node("MGTSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0),
+                    init_tokens=enc.out(0), denoise=1.0, **(base | {"seed": 9}))
+    out = g.node("MGTVQDecode", vq=loader.out(2), tokens=second.out(0), tiled=True)
+    g.node("SaveImage", images=out.out(0), filename_prefix="mgt_inpaint")
+    g.node("SaveImage", images=g.node("MGTVQDecode", vq=loader.out(2), tokens=enc.out(0), tiled=False).out(0), filename_prefix="mgt_ref")
+    _, entry = run_ok(comfy, g.finalize())
+    files = {p.name.split("_0")[0]: p for p in comfy.output_images(entry)}
+    with Image.open(files["mgt_inpaint"]) as a, Image.open(files["mgt_ref"]) as b:
+        a, b = a.convert("RGB"), b.convert("RGB")
+        assert a.size == b.size == (32, 32)
+        # right half: tokens kept, so the decode matches away from the seam (the VQ decoder mixes neighbours)
+        right_a = a.crop((28, 0, 32, 32)).tobytes()
+        right_b = b.crop((28, 0, 32, 32)).tobytes()
+        assert sum(abs(x - y) for x, y in zip(right_a, right_b, strict=True)) / len(right_a) < 40
+
+
+def test_wrong_socket_type_is_rejected_with_400(comfy, graph):
+    g, n = t2i(graph)
+    prompt = g.finalize()
+    prompt[n["sampler"].id]["inputs"]["model"] = [n["loader"].id, 2]  # the VQ into the model socket
+    with pytest.raises(PromptRejected) as e:
+        comfy.queue(prompt)
+    assert e.value.status == 400
+    assert n["sampler"].id in e.value.body["node_errors"]
+
+
+def test_bad_size_is_a_clear_node_error_and_the_queue_goes_on(comfy, graph):
+    g, n = t2i(graph, width=36)
+    prompt_id, entry = comfy.run(g.finalize(), timeout=120)
+    assert entry["status"]["status_str"] == "error"
+    [err] = [d for t, d in entry["status"]["messages"] if t == "execution_error"]
+    assert err["node_id"] == n["sampler"].id
+    assert "must be a positive multiple of 8" in err["exception_message"]
+    g2, _ = t2i(graph, seed=11)
+    run_ok(comfy, g2.finalize())
+
+
+def test_interrupt_stops_sampling_and_the_next_prompt_runs(comfy, graph):
+    g, n = t2i(graph, steps=400, width=256, height=256, z_sampling=True, seed=21)
+    prompt_id = comfy.queue(g.finalize())
+    comfy.events.wait_for(prompt_id, "progress", timeout=300)
+    threading.Timer(0.2, comfy.interrupt).start()
+    entry = comfy.wait(prompt_id, timeout=120)
+    assert entry["status"]["status_str"] == "error"
+    assert comfy.events.wait_for(prompt_id, "execution_interrupted")["node_id"] == n["sampler"].id
+    progress = [d["value"] for t, d in comfy.events.for_prompt(prompt_id) if t == "progress" and d.get("node") == n["sampler"].id]
+    assert max(progress) < 400
+    g2, _ = t2i(graph, seed=22)
+    run_ok(comfy, g2.finalize())
