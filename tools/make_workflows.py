@@ -1,0 +1,198 @@
+"""Write the shipped ComfyUI workflows (UI format, drag-and-drop) into ``workflows/``.
+
+The graphs are declared here once, so every workflow stays consistent with the node schemas;
+``tests/test_workflows.py`` converts each file to an API prompt with comfy-cli's converter against
+a live server's ``/object_info`` and runs it. Rerun after changing a node's inputs:
+
+    python3 tools/make_workflows.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "workflows"
+DEMO = "mgt-demo (built-in)"
+DEFAULTS_FILE = REPO / "mgt_core" / "demo" / "mgt-demo" / "mgt_defaults.json"
+
+# Widget inputs of each node in schema order (required, then optional), with the workflow's values.
+# Socket inputs are listed separately; the seed widget carries ComfyUI's control_after_generate slot.
+SOCKETS_IN = {
+    "MGTModelLoader": [],
+    "MGTTextEncode": [("text_encoder", "MGT_TEXT_ENCODER")],
+    "MGTSampler": [("model", "MGT_MODEL"), ("positive", "MGT_CONDITIONING"), ("negative", "MGT_CONDITIONING"),
+                   ("init_tokens", "MGT_TOKENS")],
+    "MGTVQDecode": [("vq", "MGT_VQ"), ("tokens", "MGT_TOKENS")],
+    "MGTVQEncode": [("vq", "MGT_VQ"), ("image", "IMAGE"), ("mask", "MASK")],
+    "SaveImage": [("images", "IMAGE")],
+    "SolidMask": [],
+    "MaskComposite": [("destination", "MASK"), ("source", "MASK")],
+    "MGTTomeMGT": [("model", "MGT_MODEL")],
+    "Note": [],
+}
+SOCKETS_OUT = {
+    "MGTModelLoader": [("model", "MGT_MODEL"), ("text_encoder", "MGT_TEXT_ENCODER"), ("vq", "MGT_VQ")],
+    "MGTTextEncode": [("conditioning", "MGT_CONDITIONING")],
+    "MGTSampler": [("tokens", "MGT_TOKENS")],
+    "MGTVQDecode": [("image", "IMAGE")],
+    "MGTVQEncode": [("tokens", "MGT_TOKENS")],
+    "SaveImage": [],
+    "SolidMask": [("MASK", "MASK")],
+    "MaskComposite": [("MASK", "MASK")],
+    "MGTTomeMGT": [("model", "MGT_MODEL")],
+    "Note": [],
+}
+
+NOTE_WEIGHTS = (
+    "Runs as is on the built-in demo model (coloured shapes, 256 px, CPU friendly).\n\n"
+    "For real images put a model folder in ComfyUI/models/mgt/ and pick it in MGT Model Loader:\n"
+    "- MeissonFlow/Meissonic (1024 px): width/height 1024, steps 64, cfg 9, and in the negative MGT Text Encode "
+    "switch on reference_negative (the official negative prompt). The official scripts use the text tower of "
+    "laion/CLIP-ViT-H-14-laion2B-s32B-b79K: put its model.safetensors in models/text_encoders and pick it as "
+    "text_encoder.\n"
+    "- Collov-Labs/Monetico (512 px): width/height 512, steps 48, cfg 9.\n"
+    "Keep the folders exactly as published (transformer/, vqvae/, text_encoder/, tokenizer/, scheduler/)."
+)
+
+
+def demo_defaults() -> dict:
+    d = {"steps": 16, "guidance_scale": 3.0, "width": 256, "height": 256}
+    if DEFAULTS_FILE.exists():
+        d.update(json.loads(DEFAULTS_FILE.read_text()))
+    return d
+
+
+class Graph:
+    def __init__(self):
+        self.nodes, self.links = [], []
+
+    def add(self, type_: str, widgets: list, pos, size=(320, 160), title: str | None = None):
+        node = {
+            "id": len(self.nodes) + 1, "type": type_, "pos": list(pos), "size": list(size), "flags": {},
+            "order": len(self.nodes), "mode": 0,
+            "inputs": [{"name": n, "type": t, "link": None} for n, t in SOCKETS_IN[type_]],
+            "outputs": [{"name": n, "type": t, "links": [], "slot_index": i} for i, (n, t) in enumerate(SOCKETS_OUT[type_])],
+            "properties": {"Node name for S&R": type_}, "widgets_values": list(widgets),
+        }
+        if title:
+            node["title"] = title
+        self.nodes.append(node)
+        return node
+
+    def link(self, src: dict, src_slot: int, dst: dict, dst_name: str) -> None:
+        link_id = len(self.links) + 1
+        slot = next(i for i, inp in enumerate(dst["inputs"]) if inp["name"] == dst_name)
+        typ = src["outputs"][src_slot]["type"]
+        self.links.append([link_id, src["id"], src_slot, dst["id"], slot, typ])
+        dst["inputs"][slot]["link"] = link_id
+        src["outputs"][src_slot]["links"].append(link_id)
+
+    def to_json(self) -> dict:
+        return {
+            "last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes, "links": self.links,
+            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
+        }
+
+
+def sampler_widgets(d: dict, seed: int, *, nr=False, ds=False, zs=False, denoise=1.0) -> list:
+    """seed (+ control), steps, cfg, width, height, batch, schedule, NR, DS, Z; then the optional widgets."""
+    return [seed, "fixed", d["steps"], d["guidance_scale"], d["width"], d["height"], 1, "cosine", nr, ds, zs,
+            denoise, "", 2.0, 0.0, 2.0, "abs_cos", 0.75, 0.0, 0, -1]
+
+
+def text_to_image(name: str, prompt: str, *, nr=False, ds=False, zs=False, note: str = NOTE_WEIGHTS, tome=None) -> dict:
+    d = demo_defaults()
+    g = Graph()
+    g.add("Note", [note], (20, 520), size=(420, 260), title="Which weights, where")
+    loader = g.add("MGTModelLoader", [DEMO, "auto", "model's own"], (20, 40), size=(320, 130))
+    pos = g.add("MGTTextEncode", [prompt, False], (380, 20), size=(360, 140), title="Prompt")
+    neg = g.add("MGTTextEncode", ["", False], (380, 200), size=(360, 140), title="Negative prompt")
+    model_src = loader
+    if tome is not None:
+        model_src = g.add("MGTTomeMGT", tome, (380, 380), size=(320, 130))
+        g.link(loader, 0, model_src, "model")
+    samp = g.add("MGTSampler", sampler_widgets(d, 42, nr=nr, ds=ds, zs=zs), (780, 20), size=(340, 440))
+    dec = g.add("MGTVQDecode", [False], (1160, 20), size=(260, 80))
+    save = g.add("SaveImage", [name], (1160, 140), size=(340, 360))
+    g.link(model_src, 0, samp, "model")
+    g.link(loader, 1, pos, "text_encoder")
+    g.link(loader, 1, neg, "text_encoder")
+    g.link(pos, 0, samp, "positive")
+    g.link(neg, 0, samp, "negative")
+    g.link(samp, 0, dec, "tokens")
+    g.link(loader, 2, dec, "vq")
+    g.link(dec, 0, save, "images")
+    return g.to_json()
+
+
+def inpainting() -> dict:
+    """Self-contained: a first image, then its left half regenerated under a new prompt."""
+    d = demo_defaults()
+    g = Graph()
+    g.add("Note", [
+        "Inpainting: the first sampler makes an image; the mask (white = regenerate, here the left half) goes "
+        "into MGT VQ Encode with that image, and the second sampler regenerates the masked tokens only.\n\n"
+        "For your own picture: replace the first sampler and decode with Load Image, paint a mask in its mask "
+        "editor, and connect IMAGE and MASK to MGT VQ Encode (sizes must be multiples of the VQ factor).\n\n"
+        + NOTE_WEIGHTS], (20, 560), size=(440, 300), title="How it works")
+    loader = g.add("MGTModelLoader", [DEMO, "auto", "model's own"], (20, 40), size=(320, 130))
+    pos1 = g.add("MGTTextEncode", ["a large blue square on a white background", False], (380, 20), size=(360, 130),
+                 title="Prompt (first image)")
+    pos2 = g.add("MGTTextEncode", ["a large red circle on a white background", False], (380, 180), size=(360, 130),
+                 title="Prompt (inpainted region)")
+    neg = g.add("MGTTextEncode", ["", False], (380, 340), size=(360, 120), title="Negative prompt")
+    first = g.add("MGTSampler", sampler_widgets(d, 7), (780, 20), size=(340, 440))
+    image = g.add("MGTVQDecode", [False], (1160, 20), size=(260, 80))
+    half = g.add("SolidMask", [1.0, d["width"] // 2, d["height"]], (1160, 140), size=(260, 110), title="Mask (left half)")
+    canvas = g.add("SolidMask", [0.0, d["width"], d["height"]], (1160, 280), size=(260, 110), title="Canvas")
+    mask = g.add("MaskComposite", [0, 0, "add"], (1460, 200), size=(260, 130))
+    enc = g.add("MGTVQEncode", [], (1460, 20), size=(260, 100))
+    second = g.add("MGTSampler", sampler_widgets(d, 8), (1760, 20), size=(340, 440))
+    out = g.add("MGTVQDecode", [False], (2140, 20), size=(260, 80))
+    save_first = g.add("SaveImage", ["mgt_inpaint_source"], (1460, 380), size=(300, 320))
+    save = g.add("SaveImage", ["mgt_inpainted"], (2140, 140), size=(320, 340))
+    for s in (first, second):
+        g.link(loader, 0, s, "model")
+        g.link(neg, 0, s, "negative")
+    for t in (pos1, pos2, neg):
+        g.link(loader, 1, t, "text_encoder")
+    g.link(pos1, 0, first, "positive")
+    g.link(pos2, 0, second, "positive")
+    g.link(first, 0, image, "tokens")
+    g.link(loader, 2, image, "vq")
+    g.link(canvas, 0, mask, "destination")
+    g.link(half, 0, mask, "source")
+    g.link(loader, 2, enc, "vq")
+    g.link(image, 0, enc, "image")
+    g.link(mask, 0, enc, "mask")
+    g.link(enc, 0, second, "init_tokens")
+    g.link(second, 0, out, "tokens")
+    g.link(loader, 2, out, "vq")
+    g.link(image, 0, save_first, "images")
+    g.link(out, 0, save, "images")
+    return g.to_json()
+
+
+WORKFLOWS = {
+    "mgt_text_to_image": lambda: text_to_image("mgt_t2i", "a large red circle on a blue background"),
+    "mgt_text_to_image_enhanced": lambda: text_to_image(
+        "mgt_t2i_enhanced", "a yellow star left of a green square on a white background", nr=True, zs=True,
+        note="Enhanced inference: masked Z-Sampling + noise regularization (the reference's zigzag+noise "
+             "combination; ~3x the model calls of the plain workflow). Toggle differential_sampling too to stack "
+             "all three.\n\n" + NOTE_WEIGHTS),
+    "mgt_inpainting": inpainting,
+}
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    for name, build in WORKFLOWS.items():
+        path = OUT / f"{name}.json"
+        path.write_text(json.dumps(build(), indent=1) + "\n")
+        print(f"wrote {path.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
