@@ -1,0 +1,142 @@
+"""Smoke runs of the demo training scripts and the train/sample consistency they rely on.
+
+The masking check runs the pack's real sampler and records what the transformer is given at each
+step, so training and sampling cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import train_demo_t2i as T2I  # noqa: E402
+import train_demo_vq as VQ  # noqa: E402
+
+TINY = [
+    "--width",
+    "32",
+    "--heads",
+    "2",
+    "--layers",
+    "1",
+    "--single-layers",
+    "1",
+    "--text-width",
+    "32",
+    "--text-layers",
+    "2",
+]
+REAL_VQ_KEYS = [
+    "_class_name", "_diffusers_version", "act_fn", "block_out_channels", "down_block_types", "in_channels",
+    "latent_channels", "layers_per_block", "lookup_from_codebook", "mid_block_add_attention", "norm_num_groups",
+    "norm_type", "num_vq_embeddings", "out_channels", "sample_size", "scaling_factor", "up_block_types",
+    "vq_embed_dim", "force_upcast",
+]  # fmt: skip
+"""Key order of Meissonic's vqvae/config.json (models.md section 4)."""
+REAL_TRANSFORMER_KEYS = [
+    "_class_name", "_diffusers_version", "attention_head_dim", "axes_dims_rope", "codebook_size", "downsample",
+    "guidance_embeds", "in_channels", "joint_attention_dim", "num_attention_heads", "num_layers",
+    "num_single_layers", "patch_size", "pooled_projection_dim", "upsample", "vocab_size",
+]  # fmt: skip
+
+
+def test_training_masks_match_what_the_sampler_feeds_the_model(tmp_path):
+    """For every step count users pick, the masked-token count at the input of step i and the
+    timestep value must be those the pack's sampler actually passes to the transformer."""
+    a = T2I.parse_args(TINY)
+    model, text = T2I.build_models(a)
+    seen: list[tuple[int, int]] = []
+    forward = model.forward
+
+    def spy(tokens, text_hidden, pooled, timestep, micro_conds):
+        seen.append((int((tokens[0] == T2I.MASK_ID).sum()), int(torch.as_tensor(timestep).reshape(-1)[0])))
+        return forward(tokens, text_hidden, pooled, timestep, micro_conds)
+
+    model.forward = spy
+    from mgt_core.demo.tokenizer import load_tokenizer, write_tokenizer
+
+    tok = load_tokenizer(write_tokenizer(tmp_path / "tokenizer"))
+    pipe = T2I.pipeline_for(model.eval(), text.eval(), tok, VQ.VQModel.from_config(VQ.VQ_CONFIG).eval())
+    counts = T2I.input_mask_counts()
+    for steps in (8, 12, 64):
+        seen.clear()
+        pipe.sample_tokens(
+            pipe.encode_prompt(["a red circle on a gray background"]), None,
+            _settings(steps), height=256, width=256, generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+        assert [m for m, _ in seen] == counts[steps].tolist()
+        assert [t for _, t in seen] == list(range(steps - 1, -1, -1))
+        # the formula of design-choices.md section 2.2, in float32 (the reference scheduler's dtype;
+        # float64 differs where L cos(...) is whole, e.g. T = 12, i = 8), with the reveal-one clamp
+        r = torch.arange(1, steps, dtype=torch.float32) / steps
+        want = [256]
+        for m in torch.floor(256 * torch.cos(r * (math.pi / 2))).long().tolist():
+            want.append(max(1, min(want[-1] - 1, m)))
+        assert counts[steps].tolist() == want
+
+    gen = torch.Generator().manual_seed(0)
+    mask, timestep = T2I.training_mask(512, gen, counts)
+    per_row = mask.sum(1)
+    for m, t in zip(per_row.tolist(), timestep.tolist(), strict=True):
+        candidates = [T for T in T2I.STEP_CHOICES if t < T and counts[T][T - 1 - t] == m]
+        assert candidates, (m, t)
+    assert (per_row == 256).any() and (timestep == 0).any()  # fully masked first steps and last steps occur
+
+
+def _settings(steps: int):
+    from mgt_core.pipeline import make_settings
+
+    return make_settings(steps=steps, guidance_scale=1.0)
+
+
+@pytest.mark.slow
+def test_vq_script_trains_resumes_and_exports(tmp_path):
+    out = tmp_path / "vq"
+    common = ["--out", str(out), "--batch", "1", "--warmup-continuous", "1", "--kmeans-batches", "1",
+              "--log-every", "1", "--eval-every", "2", "--eval-n", "2", "--threads", "1"]  # fmt: skip
+    VQ.main([*common, "--steps", "2"])
+    with pytest.raises(SystemExit):  # an existing run is never overwritten silently
+        VQ.main([*common, "--steps", "2"])
+    VQ.main([*common, "--steps", "3", "--resume"])
+    rows = (out / "log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+    cfg = json.loads((out / "vqvae" / "config.json").read_text())
+    assert list(cfg) == REAL_VQ_KEYS
+    from mgt_core.loading.pipeline import load_vq
+
+    vq = load_vq(str(out / "vqvae" / "diffusion_pytorch_model.safetensors"), config=cfg)  # strict load
+    assert vq.factor == 16 and vq.config.num_vq_embeddings == T2I.CODEBOOK
+    ids = vq.encode(torch.rand(1, 3, 256, 256))
+    assert ids.shape == (1, 16, 16)
+
+
+@pytest.mark.slow
+def test_t2i_script_trains_and_exports_a_loadable_model_folder(tmp_path):
+    VQ.export(VQ.VQModel.from_config(VQ.VQ_CONFIG), tmp_path / "vqvae")
+    common = ["--out", str(tmp_path / "run"), "--vq", str(tmp_path / "vqvae"), "--data", str(tmp_path / "data"),
+              "--chunk", "8", "--init-chunks", "1", "--steps-per-chunk", "1", "--batch", "4", "--log-every", "1",
+              "--eval-every", "100", "--eval-n", "2", "--eval-steps", "2", "--threads", "1", *TINY]  # fmt: skip
+    T2I.main([*common, "--steps", "2"])
+    T2I.main([*common, "--steps", "3", "--resume"])
+    assert len(list((tmp_path / "data").rglob("*.pt"))) == 3  # one chunk per step after the first
+    dst = tmp_path / "mgt-demo"
+    T2I.main([*common, "--export", str(dst), "--default-steps", "6", "--default-cfg", "2.5"])
+    index = json.loads((dst / "model_index.json").read_text())
+    assert index["transformer"] == ["transformer", "Transformer2DModel"] and index["vqvae"] == ["diffusers", "VQModel"]
+    assert list(json.loads((dst / "transformer" / "config.json").read_text())) == REAL_TRANSFORMER_KEYS
+    sched = json.loads((dst / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["mask_token_id"] == 512 and sched["masking_schedule"] == "cosine"
+    from mgt_core import load_pipeline
+
+    pipe = load_pipeline(dst)
+    assert (pipe.info.steps, pipe.info.guidance_scale, pipe.info.negative_prompt) == (6, 2.5, "")
+    image = pipe("a red circle on a gray background", steps=2)
+    assert image.shape == (1, 256, 256, 3)

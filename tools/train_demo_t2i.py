@@ -1,0 +1,545 @@
+"""Train the demo model's Meissonic transformer and CLIP text encoder (jointly, from scratch) on CPU.
+
+Data: scenes of split ``train`` rendered and tokenized by the trained VQ (``train_demo_vq.py``),
+in deterministic chunks of ``--chunk`` images (chunk k is drawn from seed [data_seed, k]) under
+``runs/data/<vq hash>/``. Training may use chunks [0, init_chunks + step // steps_per_chunk):
+the data grows while training, each missing chunk is encoded in-process (or beforehand, in
+parallel, by ``--encode-only``), and the result does not depend on who encoded what or when.
+
+Objective: masked-token cross-entropy, made consistent with how the pack's vanilla sampler calls
+the model (design-choices.md section 2): draw T from the step counts users pick, a step index i
+in [0, T), mask exactly the tokens the sampler has masked at the input of step i (L for i = 0, else
+floor(L cos(pi i / 2T))) at random positions, and pass timestep = T - 1 - i. Prompts are dropped to
+"" (the demo's CFG negative prompt) with probability ``--text-drop``.
+
+    python tools/train_demo_t2i.py --out runs/t2i --vq runs/vq/vqvae            # train / --resume
+    python tools/train_demo_t2i.py --out runs/t2i --vq runs/vq/vqvae --sweep    # CFG x steps table
+    python tools/train_demo_t2i.py --out runs/t2i --vq runs/vq/vqvae --export mgt_core/demo/mgt-demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_demo_vq import ROOT, append_csv, load_exported, save_atomic  # noqa: E402
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from mgt_core.demo import judge as J  # noqa: E402
+from mgt_core.demo import scenes as S  # noqa: E402
+from mgt_core.demo.tokenizer import load_tokenizer, write_tokenizer  # noqa: E402
+from mgt_core.models.meissonic.transformer import MeissonicTransformer  # noqa: E402
+from mgt_core.sampling.schedules import mask_counts  # noqa: E402
+
+GRID = 16  # VQ tokens per side at 256x256
+L = GRID * GRID
+CODEBOOK = 512
+MASK_ID = CODEBOOK  # vocab_size - 1
+STEP_CHOICES = (8, 12, 16, 24, 32, 48, 64)
+"""Step counts the demo is sampled with; training draws T from these."""
+MICRO_CONDS = (256.0, 256.0, 0.0, 0.0, 6.0)
+TEXT_LEN = 24
+BOS_ID, EOS_ID = 622, 623
+
+
+def transformer_config(a) -> dict:
+    """Keys and order of Meissonic's ``transformer/config.json`` (models.md section 2.1)."""
+    head_dim = a.width // a.heads
+    third = (head_dim // 3) // 2 * 2
+    rope = [head_dim - 2 * third, third, third]  # e.g. 32 -> [12, 10, 10]; all even, sum = head_dim
+    return {
+        "_class_name": "Transformer2DModel",
+        "_diffusers_version": "0.30.2",
+        "attention_head_dim": head_dim,
+        "axes_dims_rope": rope,
+        "codebook_size": CODEBOOK,
+        "downsample": True,
+        "guidance_embeds": False,
+        "in_channels": 64,
+        "joint_attention_dim": a.text_width,
+        "num_attention_heads": a.heads,
+        "num_layers": a.layers,
+        "num_single_layers": a.single_layers,
+        "patch_size": 1,
+        "pooled_projection_dim": a.width,
+        "upsample": True,
+        "vocab_size": CODEBOOK + 1,
+    }
+
+
+def text_config(a):
+    """CLIPTextConfig of the demo text tower: the tokenizer's 624 ids, 24 positions, eos = pad = 623."""
+    from transformers import CLIPTextConfig
+
+    cfg = CLIPTextConfig(
+        vocab_size=624,
+        hidden_size=a.text_width,
+        intermediate_size=a.text_width * 2,
+        num_hidden_layers=a.text_layers,
+        num_attention_heads=max(1, a.text_width // 32),
+        max_position_embeddings=TEXT_LEN,
+        projection_dim=a.width,
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=EOS_ID,
+    )
+    cfg.architectures = ["CLIPTextModelWithProjection"]
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+def build_models(a):
+    from transformers import CLIPTextModelWithProjection
+
+    model = MeissonicTransformer.from_config(transformer_config(a))
+    with torch.no_grad():  # adaLN-Zero (DiT): every block starts as the identity
+        for name, mod in model.named_modules():
+            if name.endswith(("norm1.linear", "norm1_context.linear", "norm.linear")):
+                mod.weight.zero_()
+                mod.bias.zero_()
+    text = CLIPTextModelWithProjection(text_config(a))
+    return model, text
+
+
+def tokenize(tok, prompts: list[str]) -> torch.Tensor:
+    """As the pipeline does: pad to the full length with the tokenizer's pad (eos), truncate, no mask."""
+    ids = tok(prompts, padding="max_length", truncation=True, max_length=TEXT_LEN, return_tensors="pt").input_ids
+    return ids.to(torch.int16)
+
+
+def encode_text(text, ids: torch.Tensor):
+    """hidden_states[-2] (penultimate layer, before the final LayerNorm) and the projected pooled output."""
+    out = text(input_ids=ids.long(), output_hidden_states=True)
+    return out.hidden_states[-2], out.text_embeds
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+def vq_hash(vq_dir: Path) -> str:
+    return hashlib.sha256((vq_dir / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:12]
+
+
+def make_chunk(vq, tok, data_seed: int, k: int, n: int) -> dict:
+    """n training scenes from seed [data_seed, k]: VQ token ids (uint16) and text ids (int16)."""
+    from train_demo_vq import to_tensor
+
+    rng = np.random.default_rng([data_seed, k])
+    prompts, tokens = [], []
+    with torch.no_grad():
+        for i in range(0, n, 32):
+            p, images = S.sample_batch(rng, "train", min(32, n - i))
+            prompts += p
+            tokens.append(vq.encode(to_tensor(images)).to(torch.int32))
+    return {"tokens": torch.cat(tokens).to(torch.uint16), "text_ids": tokenize(tok, prompts), "prompts": prompts}
+
+
+class ChunkedData:
+    """The growing training set: loads chunk files, encoding any that are missing."""
+
+    def __init__(self, folder: Path, vq, tok, data_seed: int, chunk: int):
+        self.folder, self.vq, self.tok, self.seed, self.chunk = folder, vq, tok, data_seed, chunk
+        folder.mkdir(parents=True, exist_ok=True)
+        self.tokens: list[torch.Tensor] = []
+        self.text_ids: list[torch.Tensor] = []
+        self.n = 0
+        self._cat = None
+
+    def path(self, k: int) -> Path:
+        return self.folder / f"chunk{self.chunk}_{self.seed}_{k:05d}.pt"
+
+    def ensure(self, k: int) -> dict:
+        p = self.path(k)
+        if p.exists():
+            return torch.load(p, weights_only=False)
+        d = make_chunk(self.vq, self.tok, self.seed, k, self.chunk)
+        save_atomic(d, p)
+        return d
+
+    def grow_to(self, n_chunks: int) -> None:
+        while len(self.tokens) < n_chunks:
+            d = self.ensure(len(self.tokens))
+            self.tokens.append(d["tokens"].to(torch.int64))
+            self.text_ids.append(d["text_ids"].to(torch.int64))
+            self._cat = None
+        if self._cat is None:
+            self._cat = (torch.cat(self.tokens), torch.cat(self.text_ids))
+            self.n = self._cat[0].shape[0]
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._cat[0][idx], self._cat[1][idx]
+
+
+# ----------------------------------------------------------------------------------------------
+# Masking consistent with the sampler, and the vanilla sampler itself
+
+
+def input_mask_counts() -> dict[int, torch.Tensor]:
+    """Per T: tokens masked at the INPUT of each step i, as the pack's sampler produces them: L
+    at i = 0, then the cosine schedule's count (from the pack's own schedule code) clamped to
+    reveal at least one token per step (design-choices.md section 2.2)."""
+    out = {}
+    for T in STEP_CHOICES:
+        seq = [L]
+        for m in mask_counts("cosine", T, L)[:-1]:
+            seq.append(max(1, min(seq[-1] - 1, m)))
+        out[T] = torch.tensor(seq)
+    return out
+
+
+def training_mask(b: int, gen: torch.Generator, counts: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean mask [b, L] with the sampler's count per row at random positions, and the
+    timestep T - 1 - i the sampler passes at that step."""
+    T = torch.tensor(STEP_CHOICES)[torch.randint(0, len(STEP_CHOICES), (b,), generator=gen)]
+    i = (torch.rand(b, generator=gen) * T).long().clamp_max(T - 1)
+    m = torch.stack([counts[int(t)][int(j)] for t, j in zip(T, i, strict=True)])
+    ranks = torch.rand(b, L, generator=gen).argsort(1).argsort(1)
+    return ranks < m[:, None], T - 1 - i
+
+
+def micro(b: int) -> torch.Tensor:
+    return torch.tensor(MICRO_CONDS).expand(b, 5)
+
+
+def pipeline_for(model, text, tok, vq):
+    """The pack's own pipeline around in-memory modules, so evals measure the shipped sampler."""
+    from mgt_core.loading.pipeline import ModelInfo
+    from mgt_core.pipeline import MGTPipeline
+
+    info = ModelInfo(name="demo", family="demo", path="", steps=16, guidance_scale=3.0, width=256, height=256,
+                     negative_prompt="")  # fmt: skip
+    return MGTPipeline(transformer=model, vq=vq, text_encoder=text, tokenizer=tok, info=info)
+
+
+def judge_generation(pipe, prompts_seeds, steps: int, cfg: float, batch: int = 50, seed: int = 0, **kw):
+    """One image per prompt with the vanilla sampler (or the design choices in ``kw``), judged.
+    Returns (accuracy dict, verdicts, uint8 images)."""
+    prompts = [p for p, _ in prompts_seeds]
+    verdicts, images = [], []
+    for k in range(0, len(prompts), batch):
+        part = prompts[k : k + batch]
+        out = pipe(part, negative_prompt="", steps=steps, guidance_scale=cfg, seed=seed + k, **kw)
+        imgs = (out.clamp(0, 1) * 255).round().byte().numpy()
+        images.append(imgs)
+        verdicts += [J.judge(im, p) for im, p in zip(imgs, part, strict=True)]
+    return J.accuracy(verdicts), verdicts, np.concatenate(images)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+def lr_at(step: int, a) -> float:
+    """Warm-up, constant, then linear decay over the last ``--decay-frac`` of ``--steps`` (so a
+    run can be extended by raising --steps before the decay starts)."""
+    if step < a.warmup:
+        return a.lr * (step + 1) / a.warmup
+    start = a.steps * (1 - a.decay_frac)
+    if step < start:
+        return a.lr
+    return a.lr * max(0.05, 1 - (step - start) / max(1, a.steps - start))
+
+
+class EMA:
+    """Exponential moving average of all weights (transformer + text); used for eval and export."""
+
+    def __init__(self, modules, decay: float):
+        self.decay = decay
+        self.params = [p for m in modules for p in m.parameters()]
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
+
+    def swap(self) -> None:
+        """Exchange live and EMA weights (call twice to restore)."""
+        with torch.no_grad():
+            for p, s in zip(self.params, self.shadow, strict=True):
+                tmp = p.detach().clone()
+                p.copy_(s)
+                s.copy_(tmp)
+
+
+def setup(a):
+    torch.manual_seed(a.seed)
+    vq_dir = Path(a.vq)
+    vq = load_exported(vq_dir)
+    tok_dir = Path(a.out) / "tokenizer"
+    write_tokenizer(tok_dir)
+    tok = load_tokenizer(tok_dir)
+    data = ChunkedData(Path(a.data) / vq_hash(vq_dir), vq, tok, a.data_seed, a.chunk)
+    return vq, tok, data
+
+
+def train(a) -> None:
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "ckpt.pt"
+    if ckpt.exists() and not a.resume:
+        raise SystemExit(f"{ckpt} exists: pass --resume to continue or choose another --out")
+    if a.resume and ckpt.exists():
+        st = torch.load(ckpt, weights_only=False)
+        saved = st["args"]
+        for k in ("width", "heads", "layers", "single_layers", "text_width", "text_layers", "chunk", "data_seed"):
+            setattr(a, k, saved[k])  # the architecture and data stream are fixed by the run
+    vq, tok, data = setup(a)
+    model, text = build_models(a)
+    params = [p for m in (model, text) for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.98), weight_decay=a.wd)
+    ema = EMA([model, text], a.ema)
+    gen = torch.Generator().manual_seed(a.seed + 1)
+    step, elapsed = 0, 0.0
+    if a.resume and ckpt.exists():
+        model.load_state_dict(st["model"])
+        text.load_state_dict(st["text"])
+        opt.load_state_dict(st["opt"])
+        for s, v in zip(ema.shadow, st["ema"], strict=True):
+            s.copy_(v)
+        gen.set_state(st["gen"])
+        torch.set_rng_state(st["torch_rng"])
+        step, elapsed = st["step"], st["elapsed"]
+        print(f"resumed at step {step} ({elapsed / 60:.1f} min)", flush=True)
+    else:
+        (out / "args.json").write_text(json.dumps(vars(a), indent=2) + "\n")
+    n_t = sum(p.numel() for p in model.parameters())
+    n_c = sum(p.numel() for p in text.parameters())
+    print(f"transformer {n_t:,} params, text encoder {n_c:,} params; steps {step}..{a.steps}", flush=True)
+    empty_ids = tokenize(tok, [""])[0].long()
+    eval_items = S.eval_prompts("simple", a.eval_n, seed=0)
+    counts = input_mask_counts()
+    pipe = pipeline_for(model, text, tok, vq)
+    acc: dict[str, float] = {}
+    t0 = time.time() - elapsed
+    t_ckpt = time.time()
+    while step < a.steps:
+        model.train()
+        text.train()
+        data.grow_to(a.init_chunks + step // a.steps_per_chunk)
+        idx = torch.randint(0, data.n, (a.batch,), generator=gen)
+        target, ids = data.batch(idx)
+        target = target.view(a.batch, L)
+        drop = torch.rand(a.batch, generator=gen) < a.text_drop
+        ids = torch.where(drop[:, None], empty_ids[None], ids)
+        mask, timestep = training_mask(a.batch, gen, counts)
+        inp = torch.where(mask, torch.full_like(target, MASK_ID), target)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, a)
+        hid, pooled = encode_text(text, ids)
+        logits = model(inp.view(a.batch, GRID, GRID), hid, pooled, timestep, micro(a.batch))
+        logits = logits.permute(0, 2, 3, 1).reshape(a.batch, L, CODEBOOK)[mask]
+        loss = F.cross_entropy(logits, target[mask], label_smoothing=a.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(step)
+        step += 1
+        with torch.no_grad():
+            tok_acc = (logits.argmax(-1) == target[mask]).float().mean().item()
+        for k, v in (("loss", loss.item()), ("mask_acc", tok_acc), ("gnorm", gnorm.item())):
+            acc[k] = acc.get(k, 0.0) + v
+        if step % a.log_every == 0:
+            row = {"step": step, "minutes": round((time.time() - t0) / 60, 2), "lr": f"{lr_at(step, a):.2e}",
+                   "data": data.n, **{k: round(v / a.log_every, 4) for k, v in acc.items()}}  # fmt: skip
+            append_csv(out / "log.csv", row)
+            print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+            acc = {}
+        last = step == a.steps
+        if step % a.eval_every == 0 or last:
+            model.eval()
+            text.eval()
+            ema.swap()
+            res, _, _ = judge_generation(pipe, eval_items, a.eval_steps, a.eval_cfg)
+            ema.swap()
+            row = {"step": step, "minutes": round((time.time() - t0) / 60, 2), "steps": a.eval_steps, "cfg": a.eval_cfg}
+            row.update({k: round(v, 3) for k, v in res.items()})
+            append_csv(out / "eval.csv", row)
+            print("EVAL", row, flush=True)
+        if last or time.time() - t_ckpt > a.ckpt_minutes * 60:
+            state = {"model": model.state_dict(), "text": text.state_dict(), "opt": opt.state_dict(),
+                     "ema": ema.shadow, "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                     "step": step, "elapsed": time.time() - t0, "args": vars(a)}  # fmt: skip
+            save_atomic(state, ckpt)
+            t_ckpt = time.time()
+    print(f"done: {step} steps in {(time.time() - t0) / 60:.1f} min", flush=True)
+
+
+def load_trained(a):
+    """The EMA weights of the run in --out, as eval-mode modules."""
+    st = torch.load(Path(a.out) / "ckpt.pt", weights_only=False)
+    for k in ("width", "heads", "layers", "single_layers", "text_width", "text_layers"):
+        setattr(a, k, st["args"][k])
+    model, text = build_models(a)
+    ema = EMA([model, text], 0.0)
+    for p, s in zip(ema.params, st["ema"], strict=True):
+        p.data.copy_(s)
+    return model.eval(), text.eval(), st["step"]
+
+
+def sweep(a) -> None:
+    """Judge accuracy over CFG scales x step counts on held-in simple prompts (EMA weights)."""
+    vq = load_exported(Path(a.vq))
+    tok_dir = Path(a.out) / "tokenizer"
+    write_tokenizer(tok_dir)
+    tok = load_tokenizer(tok_dir)
+    model, text, step = load_trained(a)
+    items = S.eval_prompts(a.sweep_split, a.sweep_n, seed=1)
+    pipe = pipeline_for(model, text, tok, vq)
+    for steps in a.sweep_steps:
+        for cfg in a.sweep_cfg:
+            t = time.time()
+            res, _, _ = judge_generation(pipe, items, steps, cfg)
+            row = {"train_step": step, "split": a.sweep_split, "n": a.sweep_n, "steps": steps, "cfg": cfg,
+                   **{k: round(v, 3) for k, v in res.items()}, "seconds": round(time.time() - t)}  # fmt: skip
+            append_csv(Path(a.out) / "sweep.csv", row)
+            print(row, flush=True)
+
+
+def export(a) -> None:
+    """Write the model folder in Meissonic's layout (see the module docstring of mgt_core.demo)."""
+    from safetensors.torch import save_file
+
+    model, text, step = load_trained(a)
+    dst = Path(a.export)
+    if dst.exists():
+        shutil.rmtree(dst)
+    for sub in ("transformer", "vqvae", "text_encoder", "scheduler"):
+        (dst / sub).mkdir(parents=True)
+    index = {
+        "_class_name": "Pipeline",
+        "_diffusers_version": "0.30.2",
+        "scheduler": ["scheduler", "Scheduler"],
+        "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "transformer": ["transformer", "Transformer2DModel"],
+        "vqvae": ["diffusers", "VQModel"],
+    }
+    (dst / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    dtype = torch.float16 if a.export_fp16 else torch.float32
+    (dst / "transformer" / "config.json").write_text(json.dumps(transformer_config(a), indent=2) + "\n")
+    save_file({k: v.to(dtype).contiguous() for k, v in model.state_dict().items()},
+              str(dst / "transformer" / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})  # fmt: skip
+    cfg = text_config(a).to_dict()
+    cfg.pop("_attn_implementation_autoset", None)
+    cfg.pop("_attn_implementation", None)
+    cfg.pop("transformers_version", None)
+    (dst / "text_encoder" / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    text_state = {k: v.to(dtype).contiguous() for k, v in text.state_dict().items() if "position_ids" not in k}
+    save_file(text_state, str(dst / "text_encoder" / "model.safetensors"), metadata={"format": "pt"})
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):  # the VQ stays fp32 (fp16 NaNs)
+        shutil.copy(Path(a.vq) / name, dst / "vqvae" / name)
+    write_tokenizer(dst / "tokenizer")
+    sched = {
+        "_class_name": "Scheduler",
+        "_diffusers_version": "0.30.2",
+        "mask_token_id": MASK_ID,
+        "masking_schedule": "cosine",
+    }
+    (dst / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2) + "\n")
+    defaults = {
+        "steps": a.default_steps,
+        "guidance_scale": a.default_cfg,
+        "width": 256,
+        "height": 256,
+        "negative_prompt": "",
+    }
+    (dst / "mgt_defaults.json").write_text(json.dumps(defaults, indent=2) + "\n")
+    size = sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
+    print(f"exported training step {step} to {dst} ({size / 1e6:.2f} MB)", flush=True)
+
+
+def encode_only(a) -> None:
+    """Pre-encode chunks [0, --encode-chunks) in parallel with (or before) training."""
+    _, _, data = setup(a)
+    for k in range(a.encode_chunks):
+        if not data.path(k).exists():
+            t = time.time()
+            data.ensure(k)
+            print(f"chunk {k} ({time.time() - t:.0f} s)", flush=True)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/t2i")
+    ap.add_argument("--vq", default="runs/vq/vqvae")
+    ap.add_argument("--data", default="runs/data")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--chunk", type=int, default=1024, help="images per data chunk")
+    ap.add_argument("--init-chunks", type=int, default=8)
+    ap.add_argument("--steps-per-chunk", type=int, default=40, help="one more chunk of data every this many steps")
+    # architecture
+    ap.add_argument("--width", type=int, default=128, help="transformer inner dim = heads * head_dim")
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--layers", type=int, default=3, help="dual-stream blocks")
+    ap.add_argument("--single-layers", type=int, default=3)
+    ap.add_argument("--text-width", type=int, default=128, help="CLIP hidden size = joint_attention_dim")
+    ap.add_argument("--text-layers", type=int, default=3)
+    # optimisation
+    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--wd", type=float, default=0.01)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--decay-frac", type=float, default=0.2)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--text-drop", type=float, default=0.12)
+    ap.add_argument("--label-smoothing", type=float, default=0.0)
+    # logging / eval
+    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--eval-every", type=int, default=1000)
+    ap.add_argument("--eval-n", type=int, default=50)
+    ap.add_argument("--eval-steps", type=int, default=16)
+    ap.add_argument("--eval-cfg", type=float, default=3.0)
+    ap.add_argument("--ckpt-minutes", type=float, default=10.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--resume", action="store_true")
+    # other modes
+    ap.add_argument("--encode-only", action="store_true")
+    ap.add_argument("--encode-chunks", type=int, default=64)
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--sweep-split", default="simple")
+    ap.add_argument("--sweep-n", type=int, default=200)
+    ap.add_argument("--sweep-steps", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--sweep-cfg", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0, 9.0])
+    ap.add_argument("--export", default=None, help="write the model folder here and exit")
+    ap.add_argument("--export-fp16", action="store_true", help="transformer and text encoder in fp16")
+    ap.add_argument("--default-steps", type=int, default=16)
+    ap.add_argument("--default-cfg", type=float, default=3.0)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if a.export:
+        export(a)
+    elif a.encode_only:
+        encode_only(a)
+    elif a.sweep:
+        sweep(a)
+    else:
+        train(a)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
