@@ -395,19 +395,25 @@ def load_trained(a):
 
 
 def sweep(a) -> None:
-    """Judge accuracy over CFG scales x step counts on held-in simple prompts (EMA weights)."""
-    vq = load_exported(Path(a.vq))
-    tok_dir = Path(a.out) / "tokenizer"
-    write_tokenizer(tok_dir)
-    tok = load_tokenizer(tok_dir)
-    model, text, step = load_trained(a)
+    """Judge accuracy over step counts x CFG scales, one image per eval prompt of --sweep-split.
+
+    With --sweep-model, a model folder loaded by the pack's own loader (what users get, e.g. the
+    fp16 export); otherwise the EMA weights of the run in --out."""
+    if a.sweep_model:
+        from mgt_core import load_pipeline
+
+        pipe, source = load_pipeline(a.sweep_model), a.sweep_model
+    else:
+        vq = load_exported(Path(a.vq))
+        tok = load_tokenizer(write_tokenizer(Path(a.out) / "tokenizer"))
+        model, text, step = load_trained(a)
+        pipe, source = pipeline_for(model, text, tok, vq), f"{a.out}@{step}"
     items = S.eval_prompts(a.sweep_split, a.sweep_n, seed=1)
-    pipe = pipeline_for(model, text, tok, vq)
     for steps in a.sweep_steps:
         for cfg in a.sweep_cfg:
             t = time.time()
             res, _, _ = judge_generation(pipe, items, steps, cfg)
-            row = {"train_step": step, "split": a.sweep_split, "n": a.sweep_n, "steps": steps, "cfg": cfg,
+            row = {"model": source, "split": a.sweep_split, "n": a.sweep_n, "steps": steps, "cfg": cfg,
                    **{k: round(v, 3) for k, v in res.items()}, "seconds": round(time.time() - t)}  # fmt: skip
             append_csv(Path(a.out) / "sweep.csv", row)
             print(row, flush=True)
@@ -433,7 +439,7 @@ def export(a) -> None:
         "vqvae": ["diffusers", "VQModel"],
     }
     (dst / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    dtype = torch.float16 if a.export_fp16 else torch.float32
+    dtype = torch.float32 if a.export_fp32 else torch.float16  # fp16 keeps all weights < 20 MB
     (dst / "transformer" / "config.json").write_text(json.dumps(transformer_config(a), indent=2) + "\n")
     save_file({k: v.to(dtype).contiguous() for k, v in model.state_dict().items()},
               str(dst / "transformer" / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})  # fmt: skip
@@ -517,11 +523,12 @@ def parse_args(argv=None):
     ap.add_argument("--encode-chunks", type=int, default=64)
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sweep-split", default="simple")
+    ap.add_argument("--sweep-model", default=None, help="evaluate this model folder instead of the run's EMA weights")
     ap.add_argument("--sweep-n", type=int, default=200)
     ap.add_argument("--sweep-steps", type=int, nargs="+", default=[8, 16, 32, 64])
     ap.add_argument("--sweep-cfg", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0, 9.0])
     ap.add_argument("--export", default=None, help="write the model folder here and exit")
-    ap.add_argument("--export-fp16", action="store_true", help="transformer and text encoder in fp16")
+    ap.add_argument("--export-fp32", action="store_true", help="keep the transformer and text encoder in fp32")
     ap.add_argument("--default-steps", type=int, default=16)
     ap.add_argument("--default-cfg", type=float, default=3.0)
     return ap.parse_args(argv)
