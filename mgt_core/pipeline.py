@@ -20,7 +20,7 @@ from .models.vq.vqmodel import VQModel
 from .sampling.differential import DifferentialSampling
 from .sampling.engine import SampleResult, SamplerSettings, StepInfo, sample
 from .sampling.noise_reg import NoiseRegularization
-from .sampling.partial import Start, full_mask, img2img_start, inpaint_start, token_mask_from_pixels
+from .sampling.partial import Start, full_mask, start_from_tokens, token_mask_from_pixels
 from .sampling.presets import preset
 from .sampling.zsampling import ZSampling
 
@@ -202,13 +202,8 @@ class MGTPipeline:
     def partial_start(self, init_image, mask, settings: SamplerSettings, strength: float, generator, batch: int) -> Start:
         """img2img (no mask) or inpainting (mask) start from an image [B or 1, H, W, 3]."""
         tokens = self.encode_image(init_image)
-        if tokens.shape[0] not in (1, batch):
-            raise MGTInputError(f"{tokens.shape[0]} init images for {batch} images")
-        tokens = tokens.expand(batch, -1, -1).reshape(batch, -1)
-        mask_id = self.transformer.mask_token_id
-        if mask is None:
-            return img2img_start(tokens, settings.steps, strength, settings.schedule, mask_id, generator)
-        grid = (init_image.shape[1] // self.factor, init_image.shape[2] // self.factor)
-        tmask = token_mask_from_pixels(mask, grid).to(tokens.device)
-        tmask = tmask.expand(batch, -1, -1).reshape(batch, -1)
-        return inpaint_start(tokens, tmask, settings.steps, strength, mask_id)
+        tmask = None
+        if mask is not None:
+            tmask = token_mask_from_pixels(mask, (tokens.shape[1], tokens.shape[2]))
+        return start_from_tokens(tokens, tmask, settings.steps, strength, settings.schedule, batch,
+                                 self.transformer.mask_token_id, generator)

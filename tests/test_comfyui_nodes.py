@@ -77,6 +77,16 @@ def test_text_to_image_saves_png_of_the_requested_size(comfy, graph, model, size
     assert progress and progress[-1]["value"] == progress[-1]["max"] == 4
 
 
+@pytest.mark.parametrize("method", ["none", "latent2rgb", "taesd"])
+def test_live_previews_follow_comfyui_preview_setting(comfy, graph, method):
+    g, n = t2i(graph, steps=6, seed=31 + ["none", "latent2rgb", "taesd"].index(method))  # not served from cache
+    before = comfy.events.binary_frames
+    prompt_id, _ = comfy.run(g.finalize(), timeout=300, extra_data={"preview_method": method})
+    comfy.events.wait_for(prompt_id, "execution_success")
+    frames = comfy.events.binary_frames - before
+    assert (frames > 0) == (method != "none"), frames
+
+
 def test_same_inputs_are_cached_and_a_new_seed_resamples(comfy, graph):
     g, n = t2i(graph, seed=5)
     run_ok(comfy, g.finalize())
