@@ -117,11 +117,17 @@ def infer_vq_config(shapes: dict[str, tuple[int, ...]], source: str) -> dict:
     }
 
 
-def load_transformer(path: str, *, config: dict | None = None, dtype=torch.float32, device="cpu") -> MeissonicTransformer:
+def _file_and_config(path: str, config: dict | None, infer) -> tuple[SafetensorsFile, str, dict]:
+    """The weights file and its config: given, else a sidecar json, else inferred from the shapes."""
     f = SafetensorsFile(path)
     source, cfg = (path, config) if config else _sidecar_config(path)
     if cfg is None:
-        source, cfg = path, infer_transformer_config(f.shapes(), path)
+        source, cfg = path, infer(f.shapes(), path)
+    return f, source, cfg
+
+
+def load_transformer(path: str, *, config: dict | None = None, dtype=torch.float32, device="cpu") -> MeissonicTransformer:
+    f, source, cfg = _file_and_config(path, config, infer_transformer_config)
     mcfg = MeissonicConfig.from_dict(cfg, source=source)
     model = meta_module(lambda: MeissonicTransformer(mcfg))
     hint = "is this a Meissonic checkpoint?" if mcfg.downsample else "is this a Monetico checkpoint?"
@@ -129,10 +135,7 @@ def load_transformer(path: str, *, config: dict | None = None, dtype=torch.float
 
 
 def load_vq(path: str, *, config: dict | None = None, dtype=torch.float32, device="cpu") -> VQModel:
-    f = SafetensorsFile(path)
-    source, cfg = (path, config) if config else _sidecar_config(path)
-    if cfg is None:
-        source, cfg = path, infer_vq_config(f.shapes(), path)
+    f, source, cfg = _file_and_config(path, config, infer_vq_config)
     cfg = VQConfig.from_dict(cfg, source=source)
     model = meta_module(lambda: VQModel(cfg))
     return load_module(model, [f], dtype=vq_dtype_for(dtype), device=device, hint="is this the model's vqvae?")
