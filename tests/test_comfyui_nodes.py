@@ -99,6 +99,25 @@ def test_same_inputs_are_cached_and_a_new_seed_resamples(comfy, graph):
     assert n2["loader"].id in cached and n2["sampler"].id not in cached
 
 
+def test_single_file_loader_and_text_encoder_override(comfy, graph):
+    g = graph()
+    files = g.node("MGTModelLoaderFiles", transformer="tiny-meissonic.safetensors", vq="tiny-meissonic.safetensors",
+                   text_encoder="tiny-meissonic.safetensors", tokenizer_from="tiny-meissonic", dtype="fp32")
+    folder = g.node("MGTModelLoader", model="tiny-meissonic", dtype="fp32", text_encoder="tiny-meissonic.safetensors")
+    outs = []
+    for loader in (files, folder):
+        pos = g.node("MGTTextEncode", text_encoder=loader.out(1), text="a red circle")
+        neg = g.node("MGTTextEncode", text_encoder=loader.out(1), text="")
+        samp = g.node("MGTSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0), seed=4, steps=3,
+                      cfg=3.0, width=32, height=32, batch_size=1, schedule="cosine", noise_regularization=False,
+                      differential_sampling=False, z_sampling=False)
+        dec = g.node("MGTVQDecode", vq=loader.out(2), tokens=samp.out(0), tiled=False)
+        outs.append(g.node("SaveImage", images=dec.out(0), filename_prefix=f"mgt_files_{len(outs)}"))
+    _, entry = run_ok(comfy, g.finalize())
+    a, b = (Image.open(p).convert("RGB").tobytes() for p in sorted(comfy.output_images(entry)))
+    assert a == b  # the same weights through both loaders give the same image
+
+
 def test_inpainting_keeps_the_unmasked_tokens(comfy, graph):
     g = graph()
     loader = g.node("MGTModelLoader", model="tiny-meissonic", dtype="auto", text_encoder="model's own")
