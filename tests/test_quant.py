@@ -116,6 +116,11 @@ def test_every_linear_is_replaced_and_memory_shrinks():
     expect = sum(q.in_features * q.out_features // 2 + 3 * q.in_features * q.out_features // G for q in Q.quant_layers(m).values())
     expect += sum(q.bias.numel() * 4 for q in Q.quant_layers(m).values() if q.bias is not None)
     assert b["quantized_layers"] == expect
+    assert Q.estimate_weight_bytes(tiny(), "w4", G, torch.float32) == b  # from shapes alone
+    meta = MeissonicTransformer.from_config(tiny_transformer(True, 2, 2)).to("meta")
+    a8 = Q.quantize_model(tiny().to(torch.bfloat16), "w4a8", G)
+    assert Q.estimate_weight_bytes(meta, "w4a8", G) == Q.weight_bytes(a8)
+    assert Q.estimate_weight_bytes(meta, None, G, torch.float32)["total"] == before
 
 
 def test_bf16_compute_path_runs():

@@ -346,6 +346,30 @@ def weight_bytes(model: nn.Module) -> dict[str, int]:
     return {"quantized_layers": quant, "other": other, "total": quant + other}
 
 
+def estimate_weight_bytes(
+    model: nn.Module, mode: str | None, group_size: int | str = 128, other_dtype: torch.dtype = torch.bfloat16
+) -> dict[str, int]:
+    """What :func:`weight_bytes` would report after ``quantize_model(model, mode, group_size)`` with
+    every other floating tensor in ``other_dtype``, from shapes alone (works on meta models).
+    ``mode=None`` gives the unquantized size in ``other_dtype``."""
+    item = torch.empty((), dtype=other_dtype).element_size()
+    bits, act = MODES[mode] if mode is not None else (None, False)
+    quant = other = 0
+    linear = {n: m for n, m in model.named_modules() if type(m) is nn.Linear} if bits else {}
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        owner, _, leaf = name.rpartition(".")
+        size = t.numel() * (item if t.is_floating_point() else t.element_size())
+        if owner in linear:
+            if leaf == "bias":
+                quant += size
+            continue
+        other += size
+    for n, m in linear.items():
+        g = _resolve_group(m.in_features, group_size, bits, n)
+        quant += m.out_features * m.in_features * bits // 8 + 3 * m.out_features * (m.in_features // g) + (16 if act else 0)
+    return {"quantized_layers": quant, "other": other, "total": quant + other}
+
+
 @dataclass(frozen=True)
 class ActivationRule:
     """Which W4A8 layers fake-quantize their activations to int8 (FIX 2: explicit and configurable).
