@@ -116,10 +116,20 @@ class Matching:
 
     Merged layout: the kept src tokens (best-match rank order) then the dst tokens; each dst row is
     the mean of itself and the src tokens merged into it. Unmerge copies a dst row to its merged src.
+    ``keep``, ``merged`` [B, *] are token positions and ``target`` [B, r] the index (into ``dst``) of
+    each merged token's dst. The gathers and the scatter-mean run as row copies on the flattened
+    [B * N, C] view (index_select / index_add / index_copy), which are memory-bound and cheap.
     """
 
     def __init__(self, n: int, dst: torch.Tensor, keep: torch.Tensor, merged: torch.Tensor, target: torch.Tensor):
         self.n, self.dst, self.keep, self.merged, self.target = n, dst, keep, merged, target
+        b, nd = keep.shape[0], dst.shape[0]
+        rows = torch.arange(b, device=dst.device)[:, None]
+        self._dst = (dst[None] + rows * n).reshape(-1)
+        self._keep = (keep + rows * n).reshape(-1)
+        self._merged = (merged + rows * n).reshape(-1)
+        self._target = (target + rows * nd).reshape(-1)  # rows of the [B * nd, C] dst block
+        self._count = torch.ones(b * nd, device=dst.device).index_add_(0, self._target, torch.ones(self._target.shape[0], device=dst.device))[:, None]
 
     @property
     def r(self) -> int:
@@ -129,26 +139,23 @@ class Matching:
     def merged_len(self) -> int:
         return self.n - self.r
 
-    @staticmethod
-    def _idx(index: torch.Tensor, c: int) -> torch.Tensor:
-        return index[..., None].expand(-1, -1, c)
-
     def merge(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[-1]
-        dst = x[:, self.dst]
-        src = x.gather(1, self._idx(self.merged, c))
-        dst = dst.scatter_reduce(1, self._idx(self.target, c), src, reduce="mean", include_self=True)
-        return torch.cat([x.gather(1, self._idx(self.keep, c)), dst], dim=1)
+        b, _, c = x.shape
+        flat = x.reshape(-1, c)
+        dst = flat.index_select(0, self._dst).index_add_(0, self._target, flat.index_select(0, self._merged))
+        dst = dst / self._count.to(dst.dtype)
+        kept = flat.index_select(0, self._keep)
+        return torch.cat([kept.view(b, -1, c), dst.view(b, -1, c)], dim=1)
 
     def unmerge(self, y: torch.Tensor) -> torch.Tensor:
         b, _, c = y.shape
         k = self.keep.shape[1]
-        kept, dst = y[:, :k], y[:, k:]
-        out = y.new_empty(b, self.n, c)
-        out[:, self.dst] = dst
-        out.scatter_(1, self._idx(self.keep, c), kept)
-        out.scatter_(1, self._idx(self.merged, c), dst.gather(1, self._idx(self.target, c)))
-        return out
+        kept, dst = y[:, :k].reshape(-1, c), y[:, k:].reshape(-1, c)
+        out = y.new_empty(b * self.n, c)
+        out.index_copy_(0, self._dst, dst)
+        out.index_copy_(0, self._keep, kept)
+        out.index_copy_(0, self._merged, dst.index_select(0, self._target))
+        return out.view(b, self.n, c)
 
 
 @torch.no_grad()
