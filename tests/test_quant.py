@@ -331,3 +331,32 @@ def test_wrong_tensor_dtype_in_the_file_is_a_clear_error(tmp_path):
     save_file(state, f)
     with pytest.raises(MGTLoadError, match="context_embedder.scale is torch.float32, expected torch.bfloat16"):
         Q.load_quantized_transformer(path)
+
+
+def test_quantize_tool_writes_a_variant_the_loader_offers(tmp_path):
+    from PIL import Image
+
+    from mgt_core.accel import quantize_tool
+
+    folder = make_tiny_folder(tmp_path / "m")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle on a blue background\n\ntwo green squares on a white background\n")
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for i, colour in enumerate(((200, 30, 30), (30, 200, 30))):
+        Image.new("RGB", (48, 40), colour).save(pairs / f"{i}.png")
+        (pairs / f"{i}.txt").write_text("a red circle on a blue background")
+    (pairs / "orphan.png").write_bytes(b"")  # no caption: skipped
+    out = quantize_tool.main([folder, "--mode", "w4a8", "--group-size", "auto", "--prompts", str(prompts),
+                              "--qat-pairs", str(pairs), "--qat-steps", "2", "--int8-fraction", "0.5"])
+    assert Q.quantized_variants(folder) == {"w4a8": out}
+    pipe = mgt_core.load_pipeline(folder, quantized="w4a8")
+    acts = [m.act for m in Q.quant_layers(pipe.transformer).values()]
+    assert acts.count(Q.ACT_INT8) == len(acts) // 2
+    assert pipe("a red circle on a blue background", seed=1).shape == (1, 32, 32, 3)
+    assert quantize_tool.main([folder, "--mode", "w8", "--group-size", "8"]).endswith("transformer_w8")
+    with pytest.raises(MGTInputError, match="needs --prompts"):
+        quantize_tool.main([folder, "--mode", "w4a8"])
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(MGTInputError, match="no prompts"):
+        quantize_tool.main([folder, "--prompts", str(tmp_path / "empty.txt")])
