@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .accel.tome import tome_generation
 from .errors import MGTInputError
 from .loading.pipeline import ModelInfo
 from .models.meissonic.denoiser import MeissonicDenoiser
@@ -116,7 +117,9 @@ class MGTPipeline:
         denoiser = MeissonicDenoiser(self.transformer, cond, uncond, grid, (width, height), crop, aesthetic)
         if start is None:
             start = full_mask(len(cond), grid[0] * grid[1], denoiser.mask_id, self.device)
-        with torch.inference_mode():
+        # TomeMGT (if applied) draws its merge partitions from the image seed, never from ``generator``
+        seed = generator.initial_seed() if generator is not None else torch.initial_seed()
+        with torch.inference_mode(), tome_generation(self.transformer, seed, settings.steps):
             return sample(denoiser, settings, start, generator, callback)
 
     def decode(self, tokens: torch.Tensor, grid: tuple[int, int] | None = None, tiled: bool = False) -> torch.Tensor:
