@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from ..mgt_core.accel.context import shared_clone
+from ..mgt_core.accel.tome import apply_tome
 from ..mgt_core.errors import MGTInputError
 from ..mgt_core.models.text import TextConditioning
 from ..mgt_core.pipeline import MGTPipeline, make_settings
@@ -120,25 +122,9 @@ class MGTSampler(io.ComfyNode):
         todo = settings.steps - (start.first_step if start else 0)
         node_id = cls.hidden.unique_id if getattr(cls, "hidden", None) else None
         callback = bridge.step_callback(node_id, todo, grid, model.vq)
-        with model_patches(model, pipe.transformer, seed):
-            result = pipe.sample_tokens(cond, uncond, settings, height=height, width=width, generator=generator,
-                                        start=start, callback=callback)
+        if model.tome:  # on a weight-sharing copy: the loaded model itself is never patched
+            pipe.transformer = apply_tome(shared_clone(pipe.transformer), seed=seed, **model.tome)
+        result = pipe.sample_tokens(cond, uncond, settings, height=height, width=width, generator=generator,
+                                    start=start, callback=callback)
         tokens = result.tokens.view(-1, *grid).cpu()
         return io.NodeOutput(Tokens(tokens, model.info.vq_factor))
-
-
-class model_patches:
-    """Applies a model handle's patches (TomeMGT) for one run and always removes them."""
-
-    def __init__(self, handle: ModelHandle, transformer, seed: int):
-        self.handle, self.transformer, self.seed = handle, transformer, seed
-
-    def __enter__(self):
-        if self.handle.tome is not None:
-            self.handle.tome.apply(self.transformer, self.seed)
-        return self
-
-    def __exit__(self, *exc):
-        if self.handle.tome is not None:
-            self.handle.tome.remove(self.transformer)
-        return False

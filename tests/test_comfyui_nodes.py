@@ -19,17 +19,21 @@ SOCKETS = {
     "MGTSampler": (["MGT_MODEL", "MGT_CONDITIONING", "MGT_CONDITIONING"], ["MGT_TOKENS"]),
     "MGTVQDecode": (["MGT_VQ", "MGT_TOKENS"], ["IMAGE"]),
     "MGTVQEncode": (["MGT_VQ", "IMAGE"], ["MGT_TOKENS"]),
+    "MGTTomeMGT": (["MGT_MODEL"], ["MGT_MODEL"]),
 }
 
 
-def t2i(graph, model="tiny-meissonic", prompt="a red circle", negative="", **sampler):
+def t2i(graph, model="tiny-meissonic", prompt="a red circle", negative="", quantization="none", tome=None, **sampler):
     g = graph()
-    loader = g.node("MGTModelLoader", model=model, dtype="auto", text_encoder="model's own")
+    loader = g.node("MGTModelLoader", model=model, dtype="auto", text_encoder="model's own", quantization=quantization)
+    model_out = loader.out(0)
+    if tome is not None:
+        model_out = g.node("MGTTomeMGT", model=model_out, **tome).out(0)
     pos = g.node("MGTTextEncode", text_encoder=loader.out(1), text=prompt)
     neg = g.node("MGTTextEncode", text_encoder=loader.out(1), text=negative)
     args = dict(seed=1, steps=4, cfg=3.0, width=32, height=48, batch_size=1, schedule="cosine",
                 noise_regularization=False, differential_sampling=False, z_sampling=False) | sampler
-    samp = g.node("MGTSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0), **args)
+    samp = g.node("MGTSampler", model=model_out, positive=pos.out(0), negative=neg.out(0), **args)
     dec = g.node("MGTVQDecode", vq=loader.out(2), tokens=samp.out(0), tiled=False)
     save = g.node("SaveImage", images=dec.out(0), filename_prefix="mgt_t2i")
     return g, dict(loader=loader, pos=pos, neg=neg, sampler=samp, decode=dec, save=save)
@@ -116,6 +120,27 @@ def test_single_file_loader_and_text_encoder_override(comfy, graph):
     _, entry = run_ok(comfy, g.finalize())
     a, b = (Image.open(p).convert("RGB").tobytes() for p in sorted(comfy.output_images(entry)))
     assert a == b  # the same weights through both loaders give the same image
+
+
+def image_bytes(comfy, entry) -> bytes:
+    [png] = comfy.output_images(entry)
+    with Image.open(png) as img:
+        return img.convert("RGB").tobytes()
+
+
+def test_tomemgt_patches_a_copy_and_quantization_loads(comfy, graph):
+    size = dict(width=64, height=64, steps=4, seed=12)  # an 8x8 transformer grid, room to merge
+    plain = image_bytes(comfy, run_ok(comfy, t2i(graph, **size)[0].finalize())[1])
+    merged = image_bytes(comfy, run_ok(comfy, t2i(graph, tome={"ratio": 0.5, "single_stream": True}, **size)[0].finalize())[1])
+    assert merged != plain
+    g, n = t2i(graph, **size)  # the same plain graph once more, not from cache: a new SaveImage prefix
+    g.lookup_node(n["save"].id).set_input("filename_prefix", "mgt_after_tome")
+    assert image_bytes(comfy, run_ok(comfy, g.finalize())[1]) == plain  # the loaded model was not changed
+    for quant in ("w8 (quantize on load)", "w4 (quantize on load)"):
+        run_ok(comfy, t2i(graph, quantization=quant, **size)[0].finalize())
+    g, n = t2i(graph, tome={"ratio": 0.9, "single_stream": False}, **size)
+    with pytest.raises(PromptRejected):  # ratio above 0.75: rejected by validation
+        comfy.queue(g.finalize())
 
 
 def test_inpainting_keeps_the_unmasked_tokens(comfy, graph):

@@ -102,11 +102,12 @@ def sampler_widgets(d: dict, seed: int, *, nr=False, ds=False, zs=False, denoise
             denoise, "", 2.0, 0.0, 2.0, "abs_cos", 0.75, 0.0, 0, -1]
 
 
-def text_to_image(name: str, prompt: str, *, nr=False, ds=False, zs=False, note: str = NOTE_WEIGHTS, tome=None) -> dict:
+def text_to_image(name: str, prompt: str, *, nr=False, ds=False, zs=False, note: str = NOTE_WEIGHTS, tome=None,
+                  quant: str = "none") -> dict:
     d = demo_defaults()
     g = Graph()
     g.add("Note", [note], (20, 520), size=(420, 260), title="Which weights, where")
-    loader = g.add("MGTModelLoader", [DEMO, "auto", "model's own"], (20, 40), size=(320, 130))
+    loader = g.add("MGTModelLoader", [DEMO, "auto", "model's own", quant], (20, 40), size=(320, 150))
     pos = g.add("MGTTextEncode", [prompt, False], (380, 20), size=(360, 140), title="Prompt")
     neg = g.add("MGTTextEncode", ["", False], (380, 200), size=(360, 140), title="Negative prompt")
     model_src = loader
@@ -129,7 +130,7 @@ def text_to_image(name: str, prompt: str, *, nr=False, ds=False, zs=False, note:
 
 def inpainting() -> dict:
     """Self-contained: a first image, then its left half regenerated under a new prompt."""
-    d = demo_defaults()
+    d, quant = demo_defaults(), "none"
     g = Graph()
     g.add("Note", [
         "Inpainting: the first sampler makes an image; the mask (white = regenerate, here the left half) goes "
@@ -137,7 +138,7 @@ def inpainting() -> dict:
         "For your own picture: replace the first sampler and decode with Load Image, paint a mask in its mask "
         "editor, and connect IMAGE and MASK to MGT VQ Encode (sizes must be multiples of the VQ factor).\n\n"
         + NOTE_WEIGHTS], (20, 560), size=(440, 300), title="How it works")
-    loader = g.add("MGTModelLoader", [DEMO, "auto", "model's own"], (20, 40), size=(320, 130))
+    loader = g.add("MGTModelLoader", [DEMO, "auto", "model's own", quant], (20, 40), size=(320, 150))
     pos1 = g.add("MGTTextEncode", ["a large blue square on a white background", False], (380, 20), size=(360, 130),
                  title="Prompt (first image)")
     pos2 = g.add("MGTTextEncode", ["a large red circle on a white background", False], (380, 180), size=(360, 130),
@@ -183,6 +184,14 @@ WORKFLOWS = {
              "combination; ~3x the model calls of the plain workflow). Toggle differential_sampling too to stack "
              "all three.\n\n" + NOTE_WEIGHTS),
     "mgt_inpainting": inpainting,
+    "mgt_low_memory_tomemgt_scq": lambda: text_to_image(
+        "mgt_low_memory", "a small purple star at the bottom right on a gray background",
+        tome=[0.25, False, 0.0, 1.0], quant="w8 (quantize on load)",
+        note="Low memory / fewer FLOPs: the loader quantizes the transformer's linear layers to 8 bits while "
+             "loading (0.53x the bf16 weight bytes; 'w4' 0.28x; a calibrated W4A8 variant from "
+             "python -m mgt_core.accel.quantize_tool appears as 'saved: w4a8'), and MGT TomeMGT merges 25% of the "
+             "image tokens in the dual-stream blocks. For 1024 px on a small GPU also switch on tiled in "
+             "MGT VQ Decode.\n\n" + NOTE_WEIGHTS),
 }
 
 
