@@ -75,7 +75,7 @@ def main() -> None:
     cuda = device.type == "cuda"
     print(f"torch {torch.__version__}, {device} ({torch.cuda.get_device_name(device) if cuda else 'cpu'}), {args.dtype}, "
           f"{size}x{size}, {args.steps} steps")
-    print("| variant | s / image | s / step | peak memory |")
+    print("| variant | s / image | s / model call | peak memory |")
     print("|---|---|---|---|")
     for name, opts in (("vanilla", {}), ("noise_reg + diff_sampling", {"noise_regularization": True, "differential_sampling": True}),
                        ("z_sampling", {"z_sampling": True})):
@@ -91,7 +91,7 @@ def main() -> None:
         sync(device)
         seconds = time.perf_counter() - t
         peak = f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB" if cuda else "n/a"
-        print(f"| {name} | {seconds:.2f} | {seconds / settings.model_calls():.3f} per model call | {peak} |")
+        print(f"| {name} | {seconds:.2f} | {seconds / settings.model_calls():.3f} | {peak} |")
         assert images.shape == (1, size, size, 3)
     for tiled in (False, True):
         if cuda:
