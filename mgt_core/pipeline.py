@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .accel.tome import tome_generation
 from .errors import MGTInputError
 from .loading.pipeline import ModelInfo
 from .models.meissonic.denoiser import MeissonicDenoiser
@@ -20,7 +21,7 @@ from .models.vq.vqmodel import VQModel
 from .sampling.differential import DifferentialSampling
 from .sampling.engine import SampleResult, SamplerSettings, StepInfo, sample
 from .sampling.noise_reg import NoiseRegularization
-from .sampling.partial import Start, full_mask, img2img_start, inpaint_start, token_mask_from_pixels
+from .sampling.partial import Start, full_mask, start_from_tokens, token_mask_from_pixels
 from .sampling.presets import preset
 from .sampling.zsampling import ZSampling
 
@@ -116,7 +117,9 @@ class MGTPipeline:
         denoiser = MeissonicDenoiser(self.transformer, cond, uncond, grid, (width, height), crop, aesthetic)
         if start is None:
             start = full_mask(len(cond), grid[0] * grid[1], denoiser.mask_id, self.device)
-        with torch.inference_mode():
+        # TomeMGT (if applied) draws its merge partitions from the image seed, never from ``generator``
+        seed = generator.initial_seed() if generator is not None else torch.initial_seed()
+        with torch.inference_mode(), tome_generation(self.transformer, seed, settings.steps):
             return sample(denoiser, settings, start, generator, callback)
 
     def decode(self, tokens: torch.Tensor, grid: tuple[int, int] | None = None, tiled: bool = False) -> torch.Tensor:
@@ -202,13 +205,8 @@ class MGTPipeline:
     def partial_start(self, init_image, mask, settings: SamplerSettings, strength: float, generator, batch: int) -> Start:
         """img2img (no mask) or inpainting (mask) start from an image [B or 1, H, W, 3]."""
         tokens = self.encode_image(init_image)
-        if tokens.shape[0] not in (1, batch):
-            raise MGTInputError(f"{tokens.shape[0]} init images for {batch} images")
-        tokens = tokens.expand(batch, -1, -1).reshape(batch, -1)
-        mask_id = self.transformer.mask_token_id
-        if mask is None:
-            return img2img_start(tokens, settings.steps, strength, settings.schedule, mask_id, generator)
-        grid = (init_image.shape[1] // self.factor, init_image.shape[2] // self.factor)
-        tmask = token_mask_from_pixels(mask, grid).to(tokens.device)
-        tmask = tmask.expand(batch, -1, -1).reshape(batch, -1)
-        return inpaint_start(tokens, tmask, settings.steps, strength, mask_id)
+        tmask = None
+        if mask is not None:
+            tmask = token_mask_from_pixels(mask, (tokens.shape[1], tokens.shape[2]))
+        return start_from_tokens(tokens, tmask, settings.steps, strength, settings.schedule, batch,
+                                 self.transformer.mask_token_id, generator)

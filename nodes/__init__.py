@@ -10,10 +10,12 @@ from .conditioning import MGTTextEncode
 from .loader import MGTModelLoader, MGTModelLoaderFiles
 from .sampler import MGTSampler
 from .schedule_preview import MGTSchedulePreview
+from .tome import MGTTomeMGT
 from .vq import MGTVQDecode, MGTVQEncode
 
 NODES: list[type[io.ComfyNode]] = [
-    MGTModelLoader, MGTModelLoaderFiles, MGTTextEncode, MGTSampler, MGTVQDecode, MGTVQEncode, MGTSchedulePreview,
+    MGTModelLoader, MGTModelLoaderFiles, MGTTextEncode, MGTSampler, MGTTomeMGT, MGTVQDecode, MGTVQEncode,
+    MGTSchedulePreview,
 ]
 
 

@@ -8,6 +8,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..mgt_core.accel.quant import quantize_model, quantized_variants
 from ..mgt_core.loading.pipeline import default_dtype, is_model_folder, load_pipeline, load_pipeline_files
 from . import bridge
 from .types import MGTVQ, MGTModel, MGTTextEncoder, ModelHandle, TextEncoderHandle, VQHandle
@@ -17,6 +18,8 @@ DEMO_NAME = "mgt-demo (built-in)"
 DEMO_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mgt_core", "demo", "mgt-demo")
 OWN_TEXT_ENCODER = "model's own"
 DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+ON_LOAD = {"w8 (quantize on load)": "w8", "w4 (quantize on load)": "w4"}
+SAVED = "saved: "
 
 if FOLDER_KEY not in folder_paths.folder_names_and_paths:
     folder_paths.add_model_folder_path(FOLDER_KEY, os.path.join(folder_paths.models_dir, FOLDER_KEY))
@@ -34,6 +37,11 @@ def model_folders() -> dict[str, str]:
                 if is_model_folder(path):
                     found.setdefault(name, path)
     return found
+
+
+def quantization_choices() -> list[str]:
+    saved = sorted({name for path in model_folders().values() for name in quantized_variants(path)})
+    return ["none", *ON_LOAD, *(SAVED + name for name in saved)]
 
 
 def _dtype(choice: str) -> torch.dtype:
@@ -78,17 +86,26 @@ class MGTModelLoader(io.ComfyNode):
                                tooltip="Use another CLIP text tower instead of the folder's text_encoder/: the official "
                                        "Meissonic scripts use laion/CLIP-ViT-H-14-laion2B-s32B-b79K's model.safetensors "
                                        "(a full CLIP file: only its text keys are loaded)."),
+                io.Combo.Input("quantization", options=quantization_choices(), default="none", optional=True,
+                               tooltip="SCQ weight quantization of the transformer's linear layers: w8 (0.53x the bf16 "
+                                       "weight bytes) or w4 (0.28x), computed while loading; 'saved: <name>' loads a "
+                                       "calibrated variant (e.g. W4A8 from python -m mgt_core.accel.quantize_tool) from "
+                                       "the folder's transformer_<name>/. Saves memory, not time."),
             ],
             outputs=OUTPUTS,
         )
 
     @classmethod
-    def execute(cls, model: str, dtype: str, text_encoder: str) -> io.NodeOutput:
+    def execute(cls, model: str, dtype: str, text_encoder: str, quantization: str = "none") -> io.NodeOutput:
         folders = model_folders()
         if model not in folders:
             raise ValueError(f"model folder {model!r} not found in models/{FOLDER_KEY} or models/diffusers")
         override = None if text_encoder == OWN_TEXT_ENCODER else folder_paths.get_full_path_or_raise("text_encoders", text_encoder)
-        pipe = load_pipeline(folders[model], dtype=_dtype(dtype), device=bridge.offload_device("transformer"), text_encoder=override)
+        saved = quantization[len(SAVED):] if quantization.startswith(SAVED) else None
+        pipe = load_pipeline(folders[model], dtype=_dtype(dtype), device=bridge.offload_device("transformer"),
+                             text_encoder=override, quantized=saved)
+        if quantization in ON_LOAD:
+            quantize_model(pipe.transformer, ON_LOAD[quantization], group_size="auto")  # 128 where it divides
         return handles(pipe)
 
 

@@ -5,39 +5,18 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from ..mgt_core.accel.context import shared_clone
+from ..mgt_core.accel.tome import apply_tome
 from ..mgt_core.errors import MGTInputError
 from ..mgt_core.models.text import TextConditioning
 from ..mgt_core.pipeline import MGTPipeline, make_settings
-from ..mgt_core.sampling.differential import DifferentialSampling
-from ..mgt_core.sampling.noise_reg import SHAPES, NoiseRegularization
-from ..mgt_core.sampling.partial import Start, img2img_start, inpaint_start
+from ..mgt_core.sampling.noise_reg import SHAPES
+from ..mgt_core.sampling.partial import start_from_tokens
 from ..mgt_core.sampling.schedules import BUILTIN_SCHEDULES
-from ..mgt_core.sampling.zsampling import ZSampling
 from . import bridge
 from .types import MGTConditioning, MGTModel, MGTTokens, ModelHandle, Tokens
 
 CUSTOM = "custom"
-
-
-def design_choices(noise_regularization, nr_amplitude, nr_shape, differential_sampling, ds_fraction,
-                   z_sampling, z_inversion_cfg, z_start, z_stop):
-    """Widget values -> the design-choice objects the engine takes (None = off)."""
-    return dict(
-        noise_regularization=NoiseRegularization(nr_amplitude, nr_shape) if noise_regularization else None,
-        differential_sampling=DifferentialSampling(ds_fraction) if differential_sampling else None,
-        z_sampling=ZSampling(z_inversion_cfg, z_start, None if z_stop < 0 else z_stop) if z_sampling else None,
-    )
-
-
-def partial_start(init: Tokens, settings, strength: float, batch: int, mask_id: int, generator) -> Start:
-    tokens = init.tokens
-    if tokens.shape[0] not in (1, batch):
-        raise MGTInputError(f"{tokens.shape[0]} init token grids for a batch of {batch}")
-    flat = tokens.expand(batch, -1, -1).reshape(batch, -1).to(generator.device)
-    if init.token_mask is None:
-        return img2img_start(flat, settings.steps, strength, settings.schedule, mask_id, generator)
-    tmask = init.token_mask.expand(batch, -1, -1).reshape(batch, -1).to(flat.device)
-    return inpaint_start(flat, tmask, settings.steps, strength, mask_id)
 
 
 class MGTSampler(io.ComfyNode):
@@ -121,8 +100,10 @@ class MGTSampler(io.ComfyNode):
         settings = make_settings(
             steps=steps, guidance_scale=cfg, schedule=custom_schedule if schedule == CUSTOM else schedule,
             temperature=(temperature_start, temperature_end),
-            **design_choices(noise_regularization, nr_amplitude, nr_shape, differential_sampling, ds_fraction,
-                             z_sampling, z_inversion_cfg, z_start, z_stop),
+            noise_regularization=noise_regularization and {"amplitude": nr_amplitude, "shape": nr_shape},
+            differential_sampling=differential_sampling and {"fraction": ds_fraction},
+            z_sampling=z_sampling and {"inversion_cfg": z_inversion_cfg, "start": z_start,
+                                       "stop": None if z_stop < 0 else z_stop},
         )
         if init_tokens is not None:
             height, width = init_tokens.image_size
@@ -136,29 +117,14 @@ class MGTSampler(io.ComfyNode):
         uncond = negative.repeat(batch_size)
         start = None
         if init_tokens is not None:
-            start = partial_start(init_tokens, settings, denoise, len(cond), pipe.transformer.mask_token_id, generator)
+            start = start_from_tokens(init_tokens.tokens, init_tokens.token_mask, settings.steps, denoise,
+                                      settings.schedule, len(cond), pipe.transformer.mask_token_id, generator)
         todo = settings.steps - (start.first_step if start else 0)
         node_id = cls.hidden.unique_id if getattr(cls, "hidden", None) else None
         callback = bridge.step_callback(node_id, todo, grid, model.vq)
-        with model_patches(model, pipe.transformer, seed):
-            result = pipe.sample_tokens(cond, uncond, settings, height=height, width=width, generator=generator,
-                                        start=start, callback=callback)
+        if model.tome:  # on a weight-sharing copy: the loaded model itself is never patched
+            pipe.transformer = apply_tome(shared_clone(pipe.transformer), seed=seed, **model.tome)
+        result = pipe.sample_tokens(cond, uncond, settings, height=height, width=width, generator=generator,
+                                    start=start, callback=callback)
         tokens = result.tokens.view(-1, *grid).cpu()
         return io.NodeOutput(Tokens(tokens, model.info.vq_factor))
-
-
-class model_patches:
-    """Applies a model handle's patches (TomeMGT) for one run and always removes them."""
-
-    def __init__(self, handle: ModelHandle, transformer, seed: int):
-        self.handle, self.transformer, self.seed = handle, transformer, seed
-
-    def __enter__(self):
-        if self.handle.tome is not None:
-            self.handle.tome.apply(self.transformer, self.seed)
-        return self
-
-    def __exit__(self, *exc):
-        if self.handle.tome is not None:
-            self.handle.tome.remove(self.transformer)
-        return False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 from comfy_api.latest import io
@@ -31,8 +31,7 @@ class ModelHandle:
     patcher: object  # ModelPatcher around a MeissonicTransformer
     info: ModelInfo
     vq: VQHandle | None = None  # the loader's VQ, for live previews
-    tome: object | None = None  # TomeMGT settings, applied while sampling
-    extras: dict = field(default_factory=dict)
+    tome: dict | None = None  # apply_tome options, applied to a weight-sharing copy while sampling
 
     def with_changes(self, **kw) -> ModelHandle:
         return replace(self, **kw)

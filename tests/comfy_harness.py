@@ -71,6 +71,7 @@ class EventListener:
         self._ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws?clientId={client_id}", timeout=10)
         self._ws.settimeout(None)
         self._events: list[tuple[str, dict]] = []
+        self.binary_frames = 0
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -81,8 +82,10 @@ class EventListener:
                 msg = self._ws.recv()
             except Exception:  # closed by close() or by the server going away
                 return
-            if not isinstance(msg, str):
-                continue  # binary preview images
+            if not isinstance(msg, str):  # binary frames: preview images
+                with self._cond:
+                    self.binary_frames += 1
+                continue
             event = json.loads(msg)
             with self._cond:
                 self._events.append((event.get("type"), event.get("data") or {}))
@@ -217,10 +220,13 @@ class ComfyServer:
     def object_info(self, node: str | None = None) -> dict:
         return self._request("/object_info" + (f"/{node}" if node else ""))
 
-    def queue(self, prompt: dict) -> str:
+    def queue(self, prompt: dict, extra_data: dict | None = None) -> str:
         """POST an API-format prompt; returns its id. Raises PromptRejected on HTTP 400."""
+        body = {"prompt": prompt, "client_id": self.client_id}
+        if extra_data:
+            body["extra_data"] = extra_data
         try:
-            return self._request("/prompt", {"prompt": prompt, "client_id": self.client_id})["prompt_id"]
+            return self._request("/prompt", body)["prompt_id"]
         except urllib.error.HTTPError as e:
             raw = e.read()
             try:
@@ -241,9 +247,9 @@ class ComfyServer:
             time.sleep(0.2)
         raise TimeoutError(f"prompt {prompt_id} not finished after {timeout} s")
 
-    def run(self, prompt: dict, timeout: float = 120) -> tuple[str, dict]:
+    def run(self, prompt: dict, timeout: float = 120, extra_data: dict | None = None) -> tuple[str, dict]:
         """queue + wait."""
-        prompt_id = self.queue(prompt)
+        prompt_id = self.queue(prompt, extra_data)
         return prompt_id, self.wait(prompt_id, timeout)
 
     def interrupt(self) -> None:

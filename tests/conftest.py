@@ -10,6 +10,7 @@ explicit opt-out.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -60,11 +61,21 @@ TEST_MODELS = {"tiny-meissonic": True, "tiny-monetico": False}
 
 @pytest.fixture(scope="session")
 def comfy_models(tmp_path_factory):
+    """models/mgt with the tiny folders, plus single files (with sidecar configs) of tiny-meissonic in
+    diffusion_models/, vae/ and text_encoders/ for the single-file loader."""
+    import shutil
+
     from mgt_testing import make_tiny_folder
 
     root = tmp_path_factory.mktemp("mgt-models")
     for name, down in TEST_MODELS.items():
-        make_tiny_folder(root / name, downsample=down)
+        make_tiny_folder(root / "mgt" / name, downsample=down)
+    src = root / "mgt" / "tiny-meissonic"
+    for kind, sub, weights in (("diffusion_models", "transformer", "diffusion_pytorch_model"),
+                               ("vae", "vqvae", "diffusion_pytorch_model"), ("text_encoders", "text_encoder", "model")):
+        (root / kind).mkdir()
+        shutil.copy(src / sub / f"{weights}.safetensors", root / kind / "tiny-meissonic.safetensors")
+        shutil.copy(src / sub / "config.json", root / kind / "tiny-meissonic.json")
     return root
 
 
@@ -74,7 +85,8 @@ def comfy(comfy_env, comfy_models, tmp_path_factory):
 
     Its models/mgt holds the tiny random models of ``comfy_models``."""
     yaml = tmp_path_factory.mktemp("comfy-config") / "extra_model_paths.yaml"
-    comfy_env.write_extra_model_paths(yaml, comfy_env.CUSTOM_NODES, comfy_models)
+    keys = "".join(f"  {k}: {json.dumps(str(comfy_models / k))}\n" for k in ("mgt", "diffusion_models", "vae", "text_encoders"))
+    yaml.write_text(f"mgt_tests:\n  custom_nodes: {json.dumps(str(comfy_env.CUSTOM_NODES))}\n{keys}")
     server = ComfyServer(comfy_env.PY, comfy_env.LAUNCHER, comfy_env.COMFY_DIR, yaml,
                          expected_nodes=pack.NODE_IDS)
     server.start()

@@ -19,17 +19,21 @@ SOCKETS = {
     "MGTSampler": (["MGT_MODEL", "MGT_CONDITIONING", "MGT_CONDITIONING"], ["MGT_TOKENS"]),
     "MGTVQDecode": (["MGT_VQ", "MGT_TOKENS"], ["IMAGE"]),
     "MGTVQEncode": (["MGT_VQ", "IMAGE"], ["MGT_TOKENS"]),
+    "MGTTomeMGT": (["MGT_MODEL"], ["MGT_MODEL"]),
 }
 
 
-def t2i(graph, model="tiny-meissonic", prompt="a red circle", negative="", **sampler):
+def t2i(graph, model="tiny-meissonic", prompt="a red circle", negative="", quantization="none", tome=None, **sampler):
     g = graph()
-    loader = g.node("MGTModelLoader", model=model, dtype="auto", text_encoder="model's own")
+    loader = g.node("MGTModelLoader", model=model, dtype="auto", text_encoder="model's own", quantization=quantization)
+    model_out = loader.out(0)
+    if tome is not None:
+        model_out = g.node("MGTTomeMGT", model=model_out, **tome).out(0)
     pos = g.node("MGTTextEncode", text_encoder=loader.out(1), text=prompt)
     neg = g.node("MGTTextEncode", text_encoder=loader.out(1), text=negative)
     args = dict(seed=1, steps=4, cfg=3.0, width=32, height=48, batch_size=1, schedule="cosine",
                 noise_regularization=False, differential_sampling=False, z_sampling=False) | sampler
-    samp = g.node("MGTSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0), **args)
+    samp = g.node("MGTSampler", model=model_out, positive=pos.out(0), negative=neg.out(0), **args)
     dec = g.node("MGTVQDecode", vq=loader.out(2), tokens=samp.out(0), tiled=False)
     save = g.node("SaveImage", images=dec.out(0), filename_prefix="mgt_t2i")
     return g, dict(loader=loader, pos=pos, neg=neg, sampler=samp, decode=dec, save=save)
@@ -77,6 +81,16 @@ def test_text_to_image_saves_png_of_the_requested_size(comfy, graph, model, size
     assert progress and progress[-1]["value"] == progress[-1]["max"] == 4
 
 
+@pytest.mark.parametrize("method", ["none", "latent2rgb", "taesd"])
+def test_live_previews_follow_comfyui_preview_setting(comfy, graph, method):
+    g, n = t2i(graph, steps=6, seed=31 + ["none", "latent2rgb", "taesd"].index(method))  # not served from cache
+    before = comfy.events.binary_frames
+    prompt_id, _ = comfy.run(g.finalize(), timeout=300, extra_data={"preview_method": method})
+    comfy.events.wait_for(prompt_id, "execution_success")
+    frames = comfy.events.binary_frames - before
+    assert (frames > 0) == (method != "none"), frames
+
+
 def test_same_inputs_are_cached_and_a_new_seed_resamples(comfy, graph):
     g, n = t2i(graph, seed=5)
     run_ok(comfy, g.finalize())
@@ -87,6 +101,46 @@ def test_same_inputs_are_cached_and_a_new_seed_resamples(comfy, graph):
     prompt_id, _ = run_ok(comfy, g2.finalize())
     cached = comfy.events.wait_for(prompt_id, "execution_cached")["nodes"]
     assert n2["loader"].id in cached and n2["sampler"].id not in cached
+
+
+def test_single_file_loader_and_text_encoder_override(comfy, graph):
+    g = graph()
+    files = g.node("MGTModelLoaderFiles", transformer="tiny-meissonic.safetensors", vq="tiny-meissonic.safetensors",
+                   text_encoder="tiny-meissonic.safetensors", tokenizer_from="tiny-meissonic", dtype="fp32")
+    folder = g.node("MGTModelLoader", model="tiny-meissonic", dtype="fp32", text_encoder="tiny-meissonic.safetensors")
+    outs = []
+    for loader in (files, folder):
+        pos = g.node("MGTTextEncode", text_encoder=loader.out(1), text="a red circle")
+        neg = g.node("MGTTextEncode", text_encoder=loader.out(1), text="")
+        samp = g.node("MGTSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0), seed=4, steps=3,
+                      cfg=3.0, width=32, height=32, batch_size=1, schedule="cosine", noise_regularization=False,
+                      differential_sampling=False, z_sampling=False)
+        dec = g.node("MGTVQDecode", vq=loader.out(2), tokens=samp.out(0), tiled=False)
+        outs.append(g.node("SaveImage", images=dec.out(0), filename_prefix=f"mgt_files_{len(outs)}"))
+    _, entry = run_ok(comfy, g.finalize())
+    a, b = (Image.open(p).convert("RGB").tobytes() for p in sorted(comfy.output_images(entry)))
+    assert a == b  # the same weights through both loaders give the same image
+
+
+def image_bytes(comfy, entry) -> bytes:
+    [png] = comfy.output_images(entry)
+    with Image.open(png) as img:
+        return img.convert("RGB").tobytes()
+
+
+def test_tomemgt_patches_a_copy_and_quantization_loads(comfy, graph):
+    size = dict(width=64, height=64, steps=4, seed=12)  # an 8x8 transformer grid, room to merge
+    plain = image_bytes(comfy, run_ok(comfy, t2i(graph, **size)[0].finalize())[1])
+    merged = image_bytes(comfy, run_ok(comfy, t2i(graph, tome={"ratio": 0.5, "single_stream": True}, **size)[0].finalize())[1])
+    assert merged != plain
+    g, n = t2i(graph, **size)  # the same plain graph once more, not from cache: a new SaveImage prefix
+    g.lookup_node(n["save"].id).set_input("filename_prefix", "mgt_after_tome")
+    assert image_bytes(comfy, run_ok(comfy, g.finalize())[1]) == plain  # the loaded model was not changed
+    for quant in ("w8 (quantize on load)", "w4 (quantize on load)"):
+        run_ok(comfy, t2i(graph, quantization=quant, **size)[0].finalize())
+    g, n = t2i(graph, tome={"ratio": 0.9, "single_stream": False}, **size)
+    with pytest.raises(PromptRejected):  # ratio above 0.75: rejected by validation
+        comfy.queue(g.finalize())
 
 
 def test_inpainting_keeps_the_unmasked_tokens(comfy, graph):

@@ -15,6 +15,7 @@ from mgt_core.sampling.engine import Sampler, SamplerSettings, sample
 from mgt_core.sampling.noise_reg import NoiseRegularization
 from mgt_core.sampling.partial import full_mask, img2img_start, inpaint_start, token_mask_from_pixels
 from mgt_core.sampling.schedules import get_schedule, mask_counts
+from mgt_core.sampling.step import categorical
 from mgt_core.sampling.zsampling import ZSampling
 
 
@@ -50,7 +51,7 @@ def reference_tokens(den: FakeDenoiser, steps: int, scale: float, seed: int, bat
 def test_vanilla_matches_reference_scheduler_every_step(grid, scale):
     steps, batch = 12, 2
     den = FakeDenoiser(batch, grid, codebook=16, seed=3)
-    s = SamplerSettings(steps=steps, guidance_scale=scale)
+    s = SamplerSettings(steps=steps, guidance_scale=scale, reference_rng=True)
     sampler = Sampler(den, s, torch.Generator().manual_seed(7))
     ours = sampler.run(full_mask(batch, grid[0] * grid[1], den.mask_id, "cpu"), keep_trajectory=True).trajectory
     ref = reference_tokens(den, steps, scale, 7, batch)
@@ -66,7 +67,8 @@ def test_noise_regularization_matches_reference_draw_order():
     steps, batch, grid = 8, 2, (4, 6)
     den = FakeDenoiser(batch, grid, seed=5)
     nr = NoiseRegularization()
-    ours = Sampler(den, SamplerSettings(steps=steps, guidance_scale=4.0, noise_regularization=nr), torch.Generator().manual_seed(11))
+    ours = Sampler(den, SamplerSettings(steps=steps, guidance_scale=4.0, noise_regularization=nr, reference_rng=True),
+                   torch.Generator().manual_seed(11))
     traj = ours.run(full_mask(batch, 24, den.mask_id, "cpu"), keep_trajectory=True).trajectory
 
     sched = AmusedScheduler(mask_token_id=den.mask_id)
@@ -259,14 +261,28 @@ def test_every_combination_decodes_fully_and_is_deterministic(nr, ds, zs, schedu
     assert (a != 19).all() and (a < 16).all()
 
 
-def test_reference_rng_mode_consumes_the_inversion_draws():
-    s = dict(steps=5, guidance_scale=3.0, z_sampling=ZSampling())
-    a = run(FakeDenoiser(1, (4, 4)), SamplerSettings(**s), seed=1).tokens
-    b = run(FakeDenoiser(1, (4, 4)), SamplerSettings(**s, reference_rng=True), seed=1).tokens
-    assert not torch.equal(a, b)  # same algorithm, shifted random stream
-    s2 = dict(steps=5, guidance_scale=3.0)
-    assert torch.equal(run(FakeDenoiser(1, (4, 4)), SamplerSettings(**s2), seed=1).tokens,
-                       run(FakeDenoiser(1, (4, 4)), SamplerSettings(**s2, reference_rng=True), seed=1).tokens)
+def test_reference_rng_mode_consumes_the_inversion_draws(monkeypatch):
+    """Reference mode draws one multinomial per STEP and one per inversion (3T - 2 under Z-Sampling);
+    the default mode uses the inverse-CDF sampler instead."""
+    calls = []
+    real = torch.multinomial
+    monkeypatch.setattr(torch, "multinomial", lambda *a, **k: calls.append(1) or real(*a, **k))
+    steps = 5
+    for reference, z, want in [(True, ZSampling(), 3 * steps - 2), (True, None, steps), (False, ZSampling(), 0)]:
+        calls.clear()
+        s = SamplerSettings(steps=steps, guidance_scale=3.0, z_sampling=z, reference_rng=reference)
+        out = run(FakeDenoiser(1, (4, 4)), s, seed=1).tokens
+        assert len(calls) == want and (out != 19).all()
+
+
+def test_fast_categorical_draws_from_the_distribution():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    rows = probs.expand(1, 40000, 5).contiguous()
+    draw = categorical(rows, torch.Generator().manual_seed(0), exact=False)
+    freq = torch.bincount(draw.flatten(), minlength=5).float() / draw.numel()
+    assert torch.allclose(freq, probs, atol=0.01) and freq[4] == 0
+    exact = categorical(rows, torch.Generator().manual_seed(0), exact=True)
+    assert torch.allclose(torch.bincount(exact.flatten(), minlength=5).float() / exact.numel(), probs, atol=0.01)
 
 
 # ---------------------------------------------------------------- partial starts

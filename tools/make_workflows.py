@@ -102,20 +102,21 @@ def sampler_widgets(d: dict, seed: int, *, nr=False, ds=False, zs=False, denoise
             denoise, "", 2.0, 0.0, 2.0, "abs_cos", 0.75, 0.0, 0, -1]
 
 
-def text_to_image(name: str, prompt: str, *, nr=False, ds=False, zs=False, note: str = NOTE_WEIGHTS, tome=None) -> dict:
+def text_to_image(name: str, prompt: str, *, nr=False, ds=False, zs=False, note: str = NOTE_WEIGHTS, tome=None,
+                  quant: str = "none") -> dict:
     d = demo_defaults()
     g = Graph()
     g.add("Note", [note], (20, 520), size=(420, 260), title="Which weights, where")
-    loader = g.add("MGTModelLoader", [DEMO, "auto", "model's own"], (20, 40), size=(320, 130))
+    loader = g.add("MGTModelLoader", [DEMO, "auto", "model's own", quant], (20, 40), size=(320, 150))
     pos = g.add("MGTTextEncode", [prompt, False], (380, 20), size=(360, 140), title="Prompt")
     neg = g.add("MGTTextEncode", ["", False], (380, 200), size=(360, 140), title="Negative prompt")
     model_src = loader
     if tome is not None:
-        model_src = g.add("MGTTomeMGT", tome, (380, 380), size=(320, 130))
+        model_src = g.add("MGTTomeMGT", tome, (380, 430), size=(320, 130))
         g.link(loader, 0, model_src, "model")
     samp = g.add("MGTSampler", sampler_widgets(d, 42, nr=nr, ds=ds, zs=zs), (780, 20), size=(340, 440))
-    dec = g.add("MGTVQDecode", [False], (1160, 20), size=(260, 80))
-    save = g.add("SaveImage", [name], (1160, 140), size=(340, 360))
+    dec = g.add("MGTVQDecode", [False], (1160, 20), size=(300, 100))
+    save = g.add("SaveImage", [name], (1160, 170), size=(340, 360))
     g.link(model_src, 0, samp, "model")
     g.link(loader, 1, pos, "text_encoder")
     g.link(loader, 1, neg, "text_encoder")
@@ -129,30 +130,30 @@ def text_to_image(name: str, prompt: str, *, nr=False, ds=False, zs=False, note:
 
 def inpainting() -> dict:
     """Self-contained: a first image, then its left half regenerated under a new prompt."""
-    d = demo_defaults()
+    d, quant = demo_defaults(), "none"
     g = Graph()
     g.add("Note", [
         "Inpainting: the first sampler makes an image; the mask (white = regenerate, here the left half) goes "
         "into MGT VQ Encode with that image, and the second sampler regenerates the masked tokens only.\n\n"
         "For your own picture: replace the first sampler and decode with Load Image, paint a mask in its mask "
         "editor, and connect IMAGE and MASK to MGT VQ Encode (sizes must be multiples of the VQ factor).\n\n"
-        + NOTE_WEIGHTS], (20, 560), size=(440, 300), title="How it works")
-    loader = g.add("MGTModelLoader", [DEMO, "auto", "model's own"], (20, 40), size=(320, 130))
-    pos1 = g.add("MGTTextEncode", ["a large blue square on a white background", False], (380, 20), size=(360, 130),
+        + NOTE_WEIGHTS], (20, 620), size=(440, 320), title="How it works")
+    loader = g.add("MGTModelLoader", [DEMO, "auto", "model's own", quant], (20, 40), size=(320, 150))
+    pos1 = g.add("MGTTextEncode", ["a large blue square on a white background", False], (380, 20), size=(360, 150),
                  title="Prompt (first image)")
-    pos2 = g.add("MGTTextEncode", ["a large red circle on a white background", False], (380, 180), size=(360, 130),
+    pos2 = g.add("MGTTextEncode", ["a large red circle on a white background", False], (380, 210), size=(360, 150),
                  title="Prompt (inpainted region)")
-    neg = g.add("MGTTextEncode", ["", False], (380, 340), size=(360, 120), title="Negative prompt")
+    neg = g.add("MGTTextEncode", ["", False], (380, 400), size=(360, 150), title="Negative prompt")
     first = g.add("MGTSampler", sampler_widgets(d, 7), (780, 20), size=(340, 440))
-    image = g.add("MGTVQDecode", [False], (1160, 20), size=(260, 80))
-    half = g.add("SolidMask", [1.0, d["width"] // 2, d["height"]], (1160, 140), size=(260, 110), title="Mask (left half)")
-    canvas = g.add("SolidMask", [0.0, d["width"], d["height"]], (1160, 280), size=(260, 110), title="Canvas")
-    mask = g.add("MaskComposite", [0, 0, "add"], (1460, 200), size=(260, 130))
-    enc = g.add("MGTVQEncode", [], (1460, 20), size=(260, 100))
-    second = g.add("MGTSampler", sampler_widgets(d, 8), (1760, 20), size=(340, 440))
-    out = g.add("MGTVQDecode", [False], (2140, 20), size=(260, 80))
-    save_first = g.add("SaveImage", ["mgt_inpaint_source"], (1460, 380), size=(300, 320))
-    save = g.add("SaveImage", ["mgt_inpainted"], (2140, 140), size=(320, 340))
+    image = g.add("MGTVQDecode", [False], (1160, 20), size=(280, 100))
+    half = g.add("SolidMask", [1.0, d["width"] // 2, d["height"]], (1160, 170), size=(280, 130), title="Mask (left half)")
+    canvas = g.add("SolidMask", [0.0, d["width"], d["height"]], (1160, 340), size=(280, 130), title="Canvas")
+    mask = g.add("MaskComposite", [0, 0, "add"], (1480, 200), size=(280, 150))
+    enc = g.add("MGTVQEncode", [], (1480, 20), size=(280, 120))
+    second = g.add("MGTSampler", sampler_widgets(d, 8), (1800, 20), size=(340, 440))
+    out = g.add("MGTVQDecode", [False], (2180, 20), size=(300, 100))
+    save_first = g.add("SaveImage", ["mgt_inpaint_source"], (1480, 400), size=(320, 340))
+    save = g.add("SaveImage", ["mgt_inpainted"], (2180, 170), size=(340, 360))
     for s in (first, second):
         g.link(loader, 0, s, "model")
         g.link(neg, 0, s, "negative")
@@ -183,6 +184,14 @@ WORKFLOWS = {
              "combination; ~3x the model calls of the plain workflow). Toggle differential_sampling too to stack "
              "all three.\n\n" + NOTE_WEIGHTS),
     "mgt_inpainting": inpainting,
+    "mgt_low_memory_tomemgt_scq": lambda: text_to_image(
+        "mgt_low_memory", "a small purple star at the bottom right on a gray background",
+        tome=[0.25, False, 0.0, 1.0], quant="w8 (quantize on load)",
+        note="Low memory / fewer FLOPs: the loader quantizes the transformer's linear layers to 8 bits while "
+             "loading (0.53x the bf16 weight bytes; 'w4' 0.28x; a calibrated W4A8 variant from "
+             "python -m mgt_core.accel.quantize_tool appears as 'saved: w4a8'), and MGT TomeMGT merges 25% of the "
+             "image tokens in the dual-stream blocks. For 1024 px on a small GPU also switch on tiled in "
+             "MGT VQ Decode.\n\n" + NOTE_WEIGHTS),
 }
 
 

@@ -117,11 +117,17 @@ def infer_vq_config(shapes: dict[str, tuple[int, ...]], source: str) -> dict:
     }
 
 
-def load_transformer(path: str, *, config: dict | None = None, dtype=torch.float32, device="cpu") -> MeissonicTransformer:
+def _file_and_config(path: str, config: dict | None, infer) -> tuple[SafetensorsFile, str, dict]:
+    """The weights file and its config: given, else a sidecar json, else inferred from the shapes."""
     f = SafetensorsFile(path)
     source, cfg = (path, config) if config else _sidecar_config(path)
     if cfg is None:
-        source, cfg = path, infer_transformer_config(f.shapes(), path)
+        source, cfg = path, infer(f.shapes(), path)
+    return f, source, cfg
+
+
+def load_transformer(path: str, *, config: dict | None = None, dtype=torch.float32, device="cpu") -> MeissonicTransformer:
+    f, source, cfg = _file_and_config(path, config, infer_transformer_config)
     mcfg = MeissonicConfig.from_dict(cfg, source=source)
     model = meta_module(lambda: MeissonicTransformer(mcfg))
     hint = "is this a Meissonic checkpoint?" if mcfg.downsample else "is this a Monetico checkpoint?"
@@ -129,10 +135,7 @@ def load_transformer(path: str, *, config: dict | None = None, dtype=torch.float
 
 
 def load_vq(path: str, *, config: dict | None = None, dtype=torch.float32, device="cpu") -> VQModel:
-    f = SafetensorsFile(path)
-    source, cfg = (path, config) if config else _sidecar_config(path)
-    if cfg is None:
-        source, cfg = path, infer_vq_config(f.shapes(), path)
+    f, source, cfg = _file_and_config(path, config, infer_vq_config)
     cfg = VQConfig.from_dict(cfg, source=source)
     model = meta_module(lambda: VQModel(cfg))
     return load_module(model, [f], dtype=vq_dtype_for(dtype), device=device, hint="is this the model's vqvae?")
@@ -209,12 +212,15 @@ def load_pipeline(
     device: torch.device | str | None = None,
     text_encoder: str | None = None,
     load_text: bool = True,
+    quantized: str | None = None,
 ):
     """Load a model folder into an :class:`~mgt_core.pipeline.MGTPipeline`.
 
     ``dtype`` defaults to bf16 on CUDA, fp16 on MPS and fp32 on CPU (the VQ is never fp16).
     ``text_encoder`` replaces the folder's text tower with a separate file (e.g. laion's
     CLIP-ViT-H-14 ``model.safetensors``; only its text keys are loaded).
+    ``quantized`` loads a quantized transformer instead of ``transformer/``: a variant name from
+    :func:`~mgt_core.accel.quant.quantized_variants` (``transformer_<name>/`` in the folder) or a folder path.
     """
     from ..pipeline import MGTPipeline
 
@@ -231,7 +237,17 @@ def load_pipeline(
     tdir, vdir = os.path.join(folder, "transformer"), os.path.join(folder, "vqvae")
     tcfg_dict = read_json(os.path.join(tdir, "config.json"))
     tcfg = MeissonicConfig.from_dict(tcfg_dict, source=os.path.join(tdir, "config.json"))
-    transformer = load_transformer(pick_weights(tdir, "diffusion_pytorch_model", dtype), config=tcfg_dict, dtype=dtype, device=device)
+    if quantized:
+        from ..accel.quant import load_quantized_transformer, quantized_variants
+
+        variants = quantized_variants(folder)
+        qdir = variants.get(quantized) or (quantized if os.path.isdir(quantized) else None)
+        if qdir is None:
+            raise MGTLoadError(f"{folder}: no quantized variant {quantized!r} (found: {', '.join(variants) or 'none'})")
+        transformer = load_quantized_transformer(qdir, dtype=dtype, device=device)
+        tcfg = transformer.config
+    else:
+        transformer = load_transformer(pick_weights(tdir, "diffusion_pytorch_model", dtype), config=tcfg_dict, dtype=dtype, device=device)
     vcfg = read_json(os.path.join(vdir, "config.json"))
     vq = load_vq(pick_weights(vdir, "diffusion_pytorch_model", dtype), config=vcfg, dtype=dtype, device=device)
     if vq.config.num_vq_embeddings < tcfg.codebook_size:

@@ -48,6 +48,9 @@ class SamplerSettings:
     differential_sampling: DifferentialSampling | None = None
     z_sampling: ZSampling | None = None
     reference_rng: bool = False
+    """True: the reference's exact random draws (torch.multinomial over every row, the discarded
+    draws of the Z-Sampling inversion), so tokens equal the reference scheduler's for the same
+    logits and seed. False: the same distributions from an inverse-CDF sampler, several times faster."""
 
     def __post_init__(self):
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -97,17 +100,13 @@ def guided_logits(denoiser: Denoiser, x: torch.Tensor, t: int, scale: float, alw
     b, h, w = x.shape[0], *denoiser.grid
     grid = x.view(b, h, w)
     if uncond_only:
-        lu, _ = denoiser(grid, t, "uncond")
-        mixed = lu.float()
+        mixed = denoiser(grid, t, "uncond")[0].float()
     elif scale > 1 or always_mix:
-        lu, lc = denoiser(grid, t, "both")
-        lu, lc = lu.float(), lc.float()
+        lu, lc = (v.float() for v in denoiser(grid, t, "both"))
         mixed = lu + scale * (lc - lu)
     else:
-        _, lc = denoiser(grid, t, "cond")
-        mixed = lc.float()
-    k = mixed.shape[1]
-    return mixed.reshape(b, k, h * w).permute(0, 2, 1)
+        mixed = denoiser(grid, t, "cond")[1].float()
+    return mixed.reshape(b, mixed.shape[1], h * w).permute(0, 2, 1)
 
 
 class Sampler:
@@ -128,16 +127,20 @@ class Sampler:
 
     def step(self, x: torch.Tensor, i: int, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """One STEP: returns (next tokens, this step's full prediction)."""
+        logits = self.logits(x, self.s.steps - 1 - i, self.s.guidance_scale)
+        return self.unmask(logits, x, i, counts)
+
+    def unmask(self, logits: torch.Tensor, x: torch.Tensor, i: int, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scheduler part of a STEP, from CFG logits [B, L, K] (what bench/sampler_step.py times)."""
         s = self.s
         unknown = x == self.mask_id
         ctx = StepContext(i, s.steps, self.generator, unknown, s.reference_rng)
-        logits = self.logits(x, ctx.t, s.guidance_scale)
         for transform in self.logit_transforms:
             logits = transform(logits, ctx)
         probs = logits.softmax(dim=-1)
         for transform, state in zip(self.prob_transforms, self.states, strict=True):
             probs = transform(probs, ctx, state)
-        sampled = keep_decoded(categorical(probs, self.generator), x, unknown)
+        sampled = keep_decoded(categorical(probs, self.generator, exact=s.reference_rng), x, unknown)
         if ctx.final:
             return sampled, sampled
         rows = unknown.any(-1)

@@ -49,9 +49,10 @@ class NoiseRegularization:
         if float(sigma) == 0.0:
             return logits
         g = ctx.generator
-        # Draw into a tensor with the logits' own strides: the reference calls randn_like on the
-        # [B, L, K] view of channel-first logits, and the fill order depends on the strides.
+        # The reference calls randn_like on the [B, L, K] view of channel-first logits, and the fill
+        # order depends on the strides: draw into a tensor with exactly those strides (the view's).
+        b, length, k = logits.shape
         device = g.device if g is not None else logits.device
-        noise = torch.empty_strided(logits.shape, logits.stride(), dtype=logits.dtype, device=device)
+        noise = torch.empty_strided((b, length, k), (k * length, 1, length), dtype=logits.dtype, device=device)
         noise.normal_(generator=g)
         return logits + sigma.to(logits.device) * noise.to(logits.device)

@@ -81,3 +81,20 @@ def token_mask_from_pixels(mask: torch.Tensor, grid: tuple[int, int], threshold:
         raise MGTInputError(f"mask size {mask.shape[2]}x{mask.shape[1]} does not split into a {w}x{h} token grid")
     cover = F.adaptive_avg_pool2d(mask[:, None].float(), (h, w))[:, 0]
     return cover > threshold
+
+
+def start_from_tokens(
+    tokens: torch.Tensor, token_mask: torch.Tensor | None, steps: int, strength: float, schedule: MaskSchedule,
+    batch: int, mask_id: int, generator: torch.Generator | None,
+) -> Start:
+    """img2img (no mask) or inpainting (token mask, True = regenerate) from token grids [1 or B, h, w]."""
+    if tokens.shape[0] not in (1, batch):
+        raise MGTInputError(f"{tokens.shape[0]} init token grids for a batch of {batch}")
+    device = generator.device if generator is not None else tokens.device
+    flat = tokens.expand(batch, -1, -1).reshape(batch, -1).to(device)
+    if token_mask is None:
+        return img2img_start(flat, steps, strength, schedule, mask_id, generator)
+    if token_mask.shape[0] not in (1, batch):
+        raise MGTInputError(f"{token_mask.shape[0]} token masks for a batch of {batch}")
+    tmask = token_mask.expand(batch, -1, -1).reshape(batch, -1).to(device)
+    return inpaint_start(flat, tmask, steps, strength, mask_id)

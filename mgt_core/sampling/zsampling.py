@@ -48,7 +48,7 @@ class ZSampling:
         """Mask again the n_b decoded positions of x_f with the largest max-probability."""
         known = x_f != mask_id
         if ctx.reference_rng:  # the reference draws, then discards, a sample and a Gumbel tensor
-            categorical(probs_inv, ctx.generator)
+            categorical(probs_inv, ctx.generator, exact=True)
             uniform(x_f.shape, probs_inv, ctx.generator)
         score = probs_inv.amax(-1).masked_fill(~known, float("-inf"))
         order = torch.sort(score, dim=-1, descending=True, stable=True).indices

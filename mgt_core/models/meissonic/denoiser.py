@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from ...accel.context import cfg_branches
 from ...errors import MGTInputError
 from ..text import TextConditioning
 from .transformer import MeissonicTransformer
@@ -40,6 +41,10 @@ class MeissonicDenoiser:
             )
 
     def __call__(self, tokens: torch.Tensor, t: int, branches: str):
+        with cfg_branches(branches):  # per-CFG-half activation scales (SCQ) read which rows are which
+            return self._call(tokens, t, branches)
+
+    def _call(self, tokens: torch.Tensor, t: int, branches: str):
         if branches == "both":
             if self.uncond is None:
                 raise MGTInputError("guidance > 1 needs a negative prompt (use \"\" for none)")

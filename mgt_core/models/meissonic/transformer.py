@@ -245,24 +245,19 @@ class Upsample(nn.Module):
         return self.conv(self.norm(x))
 
 
-class DownBlock(nn.Module):
-    def __init__(self, dim: int, enabled: bool):
+class ResampleBlock(nn.Module):
+    """``down_block`` / ``up_block``: holds ``downsample`` or ``upsample`` when the config enables
+    it (Meissonic), nothing otherwise (Monetico), so the keys match either checkpoint."""
+
+    def __init__(self, dim: int, enabled: bool, name: str):
         super().__init__()
+        self.name = name
         if enabled:
-            self.downsample = Downsample(dim)
+            setattr(self, name, Downsample(dim) if name == "downsample" else Upsample(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.downsample(x) if hasattr(self, "downsample") else x
-
-
-class UpBlock(nn.Module):
-    def __init__(self, dim: int, enabled: bool):
-        super().__init__()
-        if enabled:
-            self.upsample = Upsample(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.upsample(x) if hasattr(self, "upsample") else x
+        layer = getattr(self, self.name, None)
+        return x if layer is None else layer(x)
 
 
 class MLMHead(nn.Module):
@@ -300,8 +295,8 @@ class MeissonicTransformer(nn.Module):
         self.project_to_hidden = nn.Linear(d, d, bias=False)
         self.project_from_hidden_norm = RMSNorm(d)
         self.project_from_hidden = nn.Linear(d, d, bias=False)
-        self.down_block = DownBlock(d, config.downsample)
-        self.up_block = UpBlock(d, config.upsample)
+        self.down_block = ResampleBlock(d, config.downsample, "downsample")
+        self.up_block = ResampleBlock(d, config.upsample, "upsample")
         self._rope_cache: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @classmethod

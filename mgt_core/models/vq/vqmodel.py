@@ -350,6 +350,8 @@ def _run_stage_tiled(layers: list, x: torch.Tensor, tile: int) -> torch.Tensor:
     scale, radius = _stage_scale_and_radius(layers)
     t, halo = max(1, tile // scale), math.ceil(radius) + 1
     h, w = x.shape[2:]
+    if h <= t and w <= t:  # one tile holds the whole map: nothing to gain
+        return _run_stage(layers, x)
     norms = [m for layer in layers if isinstance(layer, nn.Module) for m in layer.modules() if isinstance(m, GroupNorm)]
     if layers[-1] is not None and not isinstance(layers[-1], nn.Module):  # the decoder's finish step
         norms.append(layers[-1].__self__.conv_norm_out)
