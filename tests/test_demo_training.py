@@ -97,33 +97,71 @@ def _settings(steps: int):
     return make_settings(steps=steps, guidance_scale=1.0)
 
 
+@pytest.fixture(scope="module")
+def codebook(tmp_path_factory):
+    import demo_codebook as CB
+
+    path = tmp_path_factory.mktemp("codebook") / "codebook.pt"
+    book = CB.build(n_images=12, iters=2, seed=0)
+    assert book.shape == (CB.CODEBOOK, 16 * 16 * 3)
+    torch.save(book, path)
+    return path
+
+
+def test_codebook_tokenizes_flat_colours_exactly_and_round_trips(codebook):
+    import demo_codebook as CB
+    import numpy as np
+
+    from mgt_core.demo import scenes as S
+
+    book = torch.load(codebook)
+    flat = np.broadcast_to(np.array(S.BACKGROUNDS["beige"], np.uint8), (1, 32, 48, 3)).copy()
+    codes = CB.tokenize(flat, book)
+    assert codes.shape == (1, 2, 3) and len(set(codes.flatten().tolist())) == 1
+    assert (CB.decode(codes, book) == flat).all()  # flat palette patches are exact codes
+    image = S.render(S.realize(S.parse_prompt("a large red square on a gray background"), np.random.default_rng(0)))
+    back = CB.decode(CB.tokenize(image[None], book), book)[0]
+    assert np.abs(back.astype(int) - image).mean() < 12  # even a 12-image codebook is close
+
+
 @pytest.mark.slow
-def test_vq_script_trains_resumes_and_exports(tmp_path):
+def test_vq_script_trains_resumes_and_exports(tmp_path, codebook):
     out = tmp_path / "vq"
-    common = ["--out", str(out), "--batch", "1", "--warmup-continuous", "1", "--kmeans-batches", "1",
-              "--log-every", "1", "--eval-every", "2", "--eval-n", "2", "--threads", "1"]  # fmt: skip
-    VQ.main([*common, "--steps", "2"])
+    common = ["--out", str(out), "--codebook", str(codebook), "--batch", "1", "--log-every", "1",
+              "--eval-every", "2", "--eval-n", "2", "--final-n", "2", "--threads", "1"]  # fmt: skip
+    VQ.main([*common, "--part", "decoder", "--steps", "2"])
     with pytest.raises(SystemExit):  # an existing run is never overwritten silently
-        VQ.main([*common, "--steps", "2"])
-    VQ.main([*common, "--steps", "3", "--resume"])
-    rows = (out / "log.csv").read_text().splitlines()
+        VQ.main([*common, "--part", "decoder", "--steps", "2"])
+    VQ.main([*common, "--part", "decoder", "--steps", "3", "--resume"])
+    VQ.main([*common, "--part", "encoder", "--steps", "2"])
+    rows = (out / "decoder_log.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+    VQ.main([*common, "--export"])
     cfg = json.loads((out / "vqvae" / "config.json").read_text())
     assert list(cfg) == REAL_VQ_KEYS
     from mgt_core.loading.pipeline import load_vq
 
     vq = load_vq(str(out / "vqvae" / "diffusion_pytorch_model.safetensors"), config=cfg)  # strict load
     assert vq.factor == 16 and vq.config.num_vq_embeddings == T2I.CODEBOOK
+    book = torch.load(codebook)
+    assert torch.allclose(vq.quantize.embedding.weight, VQ.code_embeddings(book, vq.config.embed_dim))
     ids = vq.encode(torch.rand(1, 3, 256, 256))
     assert ids.shape == (1, 16, 16)
+    assert "export" in (out / "eval.csv").read_text()
 
 
 @pytest.mark.slow
-def test_t2i_script_trains_and_exports_a_loadable_model_folder(tmp_path):
-    VQ.export(VQ.VQModel.from_config(VQ.VQ_CONFIG), tmp_path / "vqvae")
-    common = ["--out", str(tmp_path / "run"), "--vq", str(tmp_path / "vqvae"), "--data", str(tmp_path / "data"),
-              "--chunk", "8", "--init-chunks", "1", "--steps-per-chunk", "1", "--batch", "4", "--log-every", "1",
-              "--eval-every", "100", "--eval-n", "2", "--eval-steps", "2", "--threads", "1", *TINY]  # fmt: skip
+def test_t2i_script_trains_and_exports_a_loadable_model_folder(tmp_path, codebook):
+    torch.manual_seed(0)
+    folder = tmp_path / "vq"
+    folder.mkdir()
+    for part in VQ.PARTS:  # an untrained VQ is enough to check the export
+        torch.save({"model": VQ.part_state(VQ.new_model(torch.load(codebook)), part)}, folder / f"{part}.pt")
+    VQ.main(["--out", str(folder), "--codebook", str(codebook), "--export", "--final-n", "1"])
+    common = ["--out", str(tmp_path / "run"), "--codebook", str(codebook), "--vq", str(folder / "vqvae"),
+              "--data", str(tmp_path / "data"), "--chunk", "8", "--init-chunks", "1", "--steps-per-chunk", "1",
+              "--batch", "4", "--log-every", "1", "--eval-every", "100", "--eval-n", "2", "--eval-steps", "2",
+              "--threads", "1", *TINY]  # fmt: skip
     T2I.main([*common, "--steps", "2"])
     T2I.main([*common, "--steps", "3", "--resume"])
     assert len(list((tmp_path / "data").rglob("*.pt"))) == 3  # one chunk per step after the first

@@ -1,10 +1,10 @@
 """Train the demo model's Meissonic transformer and CLIP text encoder (jointly, from scratch) on CPU.
 
-Data: scenes of split ``train`` rendered and tokenized by the trained VQ (``train_demo_vq.py``),
-in deterministic chunks of ``--chunk`` images (chunk k is drawn from seed [data_seed, k]) under
+Data: scenes of split ``train`` rendered and tokenized by the patch codebook (``demo_codebook.py``;
+the distilled VQ reproduces these codes, so training does not wait for it), in deterministic chunks of ``--chunk`` images (chunk k is drawn from seed [data_seed, k]) under
 ``runs/data/<vq hash>/``. Training may use chunks [0, init_chunks + step // steps_per_chunk):
-the data grows while training, each missing chunk is encoded in-process (or beforehand, in
-parallel, by ``--encode-only``), and the result does not depend on who encoded what or when.
+the data grows while training, each missing chunk is encoded in-process, and the result does not
+depend on when a chunk was made.
 
 Objective: masked-token cross-entropy, made consistent with how the pack's vanilla sampler calls
 the model (design-choices.md section 2): draw T from the step counts users pick, a step index i
@@ -12,8 +12,8 @@ in [0, T), mask exactly the tokens the sampler has masked at the input of step i
 floor(L cos(pi i / 2T))) at random positions, and pass timestep = T - 1 - i. Prompts are dropped to
 "" (the demo's CFG negative prompt) with probability ``--text-drop``.
 
-    python tools/train_demo_t2i.py --out runs/t2i --vq runs/vq/vqvae            # train / --resume
-    python tools/train_demo_t2i.py --out runs/t2i --vq runs/vq/vqvae --sweep    # CFG x steps table
+    python tools/train_demo_t2i.py --out runs/t2i                      # train (or continue: --resume)
+    python tools/train_demo_t2i.py --out runs/t2i --sweep              # CFG x steps table (--vq to use the VQ)
     python tools/train_demo_t2i.py --out runs/t2i --vq runs/vq/vqvae --export mgt_core/demo/mgt-demo
 """
 
@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demo_codebook import decode as centroid_decode  # noqa: E402
+from demo_codebook import tokenize as codebook_tokenize  # noqa: E402
 from train_demo_vq import ROOT, append_csv, load_exported, save_atomic  # noqa: E402
 
 if str(ROOT) not in sys.path:
@@ -132,29 +134,44 @@ def encode_text(text, ids: torch.Tensor):
 # Data
 
 
-def vq_hash(vq_dir: Path) -> str:
-    return hashlib.sha256((vq_dir / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:12]
+def book_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
-def make_chunk(vq, tok, data_seed: int, k: int, n: int) -> dict:
-    """n training scenes from seed [data_seed, k]: VQ token ids (uint16) and text ids (int16)."""
-    from train_demo_vq import to_tensor
+class CentroidVQ(torch.nn.Module):
+    """The codebook as a stand-in VQ for evals during training: decode = centroid patches."""
 
+    def __init__(self, book: torch.Tensor):
+        super().__init__()
+        self.register_buffer("book", book)
+        self.post_quant_conv = torch.nn.Conv2d(1, 1, 1)  # where the pipeline looks for device/dtype
+
+    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(centroid_decode(ids.cpu(), self.book)).permute(0, 3, 1, 2).float() / 255
+
+    decode_tiled = decode
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+        return codebook_tokenize(x, self.book)
+
+
+def make_chunk(book, tok, data_seed: int, k: int, n: int) -> dict:
+    """n training scenes from seed [data_seed, k]: codebook token ids (uint16) and text ids (int16)."""
     rng = np.random.default_rng([data_seed, k])
     prompts, tokens = [], []
-    with torch.no_grad():
-        for i in range(0, n, 32):
-            p, images = S.sample_batch(rng, "train", min(32, n - i))
-            prompts += p
-            tokens.append(vq.encode(to_tensor(images)).to(torch.int32))
+    for i in range(0, n, 64):
+        p, images = S.sample_batch(rng, "train", min(64, n - i))
+        prompts += p
+        tokens.append(codebook_tokenize(images, book).to(torch.int32))
     return {"tokens": torch.cat(tokens).to(torch.uint16), "text_ids": tokenize(tok, prompts), "prompts": prompts}
 
 
 class ChunkedData:
     """The growing training set: loads chunk files, encoding any that are missing."""
 
-    def __init__(self, folder: Path, vq, tok, data_seed: int, chunk: int):
-        self.folder, self.vq, self.tok, self.seed, self.chunk = folder, vq, tok, data_seed, chunk
+    def __init__(self, folder: Path, book, tok, data_seed: int, chunk: int):
+        self.folder, self.book, self.tok, self.seed, self.chunk = folder, book, tok, data_seed, chunk
         folder.mkdir(parents=True, exist_ok=True)
         self.tokens: list[torch.Tensor] = []
         self.text_ids: list[torch.Tensor] = []
@@ -168,7 +185,7 @@ class ChunkedData:
         p = self.path(k)
         if p.exists():
             return torch.load(p, weights_only=False)
-        d = make_chunk(self.vq, self.tok, self.seed, k, self.chunk)
+        d = make_chunk(self.book, self.tok, self.seed, k, self.chunk)
         save_atomic(d, p)
         return d
 
@@ -278,15 +295,19 @@ class EMA:
                 s.copy_(tmp)
 
 
+def eval_vq(a):
+    """The distilled VQ when --vq is given, else the codebook itself."""
+    return load_exported(Path(a.vq)) if a.vq else CentroidVQ(torch.load(a.codebook))
+
+
 def setup(a):
     torch.manual_seed(a.seed)
-    vq_dir = Path(a.vq)
-    vq = load_exported(vq_dir)
+    book = torch.load(a.codebook)
     tok_dir = Path(a.out) / "tokenizer"
     write_tokenizer(tok_dir)
     tok = load_tokenizer(tok_dir)
-    data = ChunkedData(Path(a.data) / vq_hash(vq_dir), vq, tok, a.data_seed, a.chunk)
-    return vq, tok, data
+    data = ChunkedData(Path(a.data) / book_hash(Path(a.codebook)), book, tok, a.data_seed, a.chunk)
+    return eval_vq(a), tok, data
 
 
 def train(a) -> None:
@@ -404,7 +425,7 @@ def sweep(a) -> None:
 
         pipe, source = load_pipeline(a.sweep_model), a.sweep_model
     else:
-        vq = load_exported(Path(a.vq))
+        vq = eval_vq(a)
         tok = load_tokenizer(write_tokenizer(Path(a.out) / "tokenizer"))
         model, text, step = load_trained(a)
         pipe, source = pipeline_for(model, text, tok, vq), f"{a.out}@{step}"
@@ -423,6 +444,8 @@ def export(a) -> None:
     """Write the model folder in Meissonic's layout (see the module docstring of mgt_core.demo)."""
     from safetensors.torch import save_file
 
+    if not a.vq:
+        raise SystemExit("--export needs --vq: the distilled VQ folder from train_demo_vq.py")
     model, text, step = load_trained(a)
     dst = Path(a.export)
     if dst.exists():
@@ -472,20 +495,13 @@ def export(a) -> None:
     print(f"exported training step {step} to {dst} ({size / 1e6:.2f} MB)", flush=True)
 
 
-def encode_only(a) -> None:
-    """Pre-encode chunks [0, --encode-chunks) in parallel with (or before) training."""
-    _, _, data = setup(a)
-    for k in range(a.encode_chunks):
-        if not data.path(k).exists():
-            t = time.time()
-            data.ensure(k)
-            print(f"chunk {k} ({time.time() - t:.0f} s)", flush=True)
-
-
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/t2i")
-    ap.add_argument("--vq", default="runs/vq/vqvae")
+    ap.add_argument("--codebook", default="runs/codebook.pt", help="tokenizes the training data (demo_codebook.py)")
+    ap.add_argument(
+        "--vq", default=None, help="exported VQ folder (train_demo_vq.py): evals decode with it; needed by --export"
+    )
     ap.add_argument("--data", default="runs/data")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-seed", type=int, default=0)
@@ -519,8 +535,6 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
     # other modes
-    ap.add_argument("--encode-only", action="store_true")
-    ap.add_argument("--encode-chunks", type=int, default=64)
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sweep-split", default="simple")
     ap.add_argument("--sweep-model", default=None, help="evaluate this model folder instead of the run's EMA weights")
@@ -539,8 +553,6 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
     if a.export:
         export(a)
-    elif a.encode_only:
-        encode_only(a)
     elif a.sweep:
         sweep(a)
     else:
