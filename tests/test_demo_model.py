@@ -14,13 +14,11 @@ from mgt_core.demo import judge as J
 from mgt_core.demo import scenes as S
 
 DEMO = Path(__file__).resolve().parents[1] / "mgt_core" / "demo" / "mgt-demo"
-pytestmark = pytest.mark.skipif(not (DEMO / "model_index.json").exists(), reason="the demo model is not trained yet")
-
-FIXED = [  # prompts the model draws correctly with its defaults and seed 0 (chosen when it was trained)
-    "a red circle on a blue background",
-    "a large yellow square at the top left on a black background",
-    "a green triangle on a white background",
-    "a small white star in the center on a gray background",
+FIXED = [  # drawn correctly with the defaults and seed 0 when the model was trained (12 of 70 candidates were)
+    "a large red circle on a blue background",
+    "a green circle on a white background",
+    "a large green square on a white background",
+    "an orange triangle on a beige background",
 ]
 
 
@@ -43,8 +41,8 @@ def test_loads_with_the_real_loader_and_downsampling(pipe):
 
 
 def test_draws_the_fixed_prompts(pipe):
-    images = pipe(FIXED, seed=0)
-    verdicts = [J.judge((img.numpy() * 255).round().astype(np.uint8), p) for img, p in zip(images, FIXED, strict=True)]
+    """Each prompt alone, with the model's defaults and seed 0."""
+    verdicts = [J.judge((pipe(p, seed=0)[0].numpy() * 255).round().astype(np.uint8), p) for p in FIXED]
     assert [v.all_correct for v in verdicts] == [True] * len(FIXED), [(v.prompt, v.checks) for v in verdicts]
 
 
