@@ -103,7 +103,7 @@ def sampler_widgets(d: dict, seed: int, *, nr=False, ds=False, zs=False, denoise
 
 
 def text_to_image(name: str, prompt: str, *, nr=False, ds=False, zs=False, note: str = NOTE_WEIGHTS, tome=None,
-                  quant: str = "none") -> dict:
+                  quant: str = "none", seed: int = 42) -> dict:
     d = demo_defaults()
     g = Graph()
     g.add("Note", [note], (20, 520), size=(420, 260), title="Which weights, where")
@@ -114,7 +114,7 @@ def text_to_image(name: str, prompt: str, *, nr=False, ds=False, zs=False, note:
     if tome is not None:
         model_src = g.add("MGTTomeMGT", tome, (380, 430), size=(320, 130))
         g.link(loader, 0, model_src, "model")
-    samp = g.add("MGTSampler", sampler_widgets(d, 42, nr=nr, ds=ds, zs=zs), (780, 20), size=(340, 440))
+    samp = g.add("MGTSampler", sampler_widgets(d, seed, nr=nr, ds=ds, zs=zs), (780, 20), size=(340, 440))
     dec = g.add("MGTVQDecode", [False], (1160, 20), size=(300, 100))
     save = g.add("SaveImage", [name], (1160, 170), size=(340, 360))
     g.link(model_src, 0, samp, "model")
@@ -177,7 +177,8 @@ def inpainting() -> dict:
 
 
 WORKFLOWS = {
-    "mgt_text_to_image": lambda: text_to_image("mgt_t2i", "a large red circle on a blue background"),
+    # seed 0 draws this prompt correctly on the demo model (tests/test_demo_model.py checks the same prompt and seed)
+    "mgt_text_to_image": lambda: text_to_image("mgt_t2i", "a large red circle on a blue background", seed=0),
     "mgt_text_to_image_enhanced": lambda: text_to_image(
         "mgt_t2i_enhanced", "a yellow star left of a green square on a white background", nr=True, zs=True,
         note="Enhanced inference: masked Z-Sampling + noise regularization (the reference's zigzag+noise "
