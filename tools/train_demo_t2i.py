@@ -295,9 +295,11 @@ class EMA:
                 s.copy_(tmp)
 
 
-def eval_vq(a):
+def eval_vq(a, book: torch.Tensor | None = None):
     """The distilled VQ when --vq is given, else the codebook itself."""
-    return load_exported(Path(a.vq)) if a.vq else CentroidVQ(torch.load(a.codebook))
+    if a.vq:
+        return load_exported(Path(a.vq))
+    return CentroidVQ(torch.load(a.codebook) if book is None else book)
 
 
 def setup(a):
@@ -307,7 +309,7 @@ def setup(a):
     write_tokenizer(tok_dir)
     tok = load_tokenizer(tok_dir)
     data = ChunkedData(Path(a.data) / book_hash(Path(a.codebook)), book, tok, a.data_seed, a.chunk)
-    return eval_vq(a), tok, data
+    return eval_vq(a, book), tok, data
 
 
 def train(a) -> None:

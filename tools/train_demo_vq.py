@@ -244,9 +244,8 @@ def train(a) -> None:
     print(f"done: {a.part} {step} steps in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
-def assemble(a) -> VQModel:
+def assemble(a, book: torch.Tensor) -> VQModel:
     """The VQ from the two trained parts (with the fixed embedding)."""
-    book = torch.load(a.codebook)
     model = new_model(book)
     for part in PARTS:
         model.load_state_dict(torch.load(Path(a.out) / f"{part}.pt", weights_only=False)["model"], strict=False)
@@ -257,13 +256,13 @@ def export(a) -> None:
     """``vqvae/config.json`` + ``diffusion_pytorch_model.safetensors`` (fp32), then judge it."""
     from safetensors.torch import save_file
 
-    model = assemble(a)
+    book = torch.load(a.codebook)
+    model = assemble(a, book)
     folder = Path(a.out) / "vqvae"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(VQ_CONFIG, indent=2) + "\n")
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
-    book = torch.load(a.codebook)
     model = load_exported(folder)
     for split in ("simple", "compositional"):
         res = judge_split(model, book, split, a.final_n, via="vq")
