@@ -163,7 +163,7 @@ def test_realize_keeps_what_the_prompt_states():
     for _ in range(20):
         s = S.realize(spec, rng)
         assert S.prompt_of(s) == "a small blue star at the bottom right on a white background"
-        assert s.objects[0].cell == (2, 2) and 64 <= s.objects[0].extent <= 76
+        assert s.objects[0].cell == (2, 2) and s.objects[0].extent == 64
 
 
 def test_objects_never_cross_border_or_overlap():
@@ -173,12 +173,14 @@ def test_objects_never_cross_border_or_overlap():
             h = o.extent / 2
             x, y = o.center
             assert S.MARGIN <= x - h and x + h <= 256 - S.MARGIN and S.MARGIN <= y - h and y + h <= 256 - S.MARGIN
+            # on the token grid: side a multiple of SNAP, corners at SNAP * k + SNAP_PHASE
+            assert o.extent % S.SNAP == 0 and (x - h) % S.SNAP == S.SNAP_PHASE and (y - h) % S.SNAP == S.SNAP_PHASE
             assert S.BACKGROUNDS[scene.background] != S.COLOURS[o.colour]
             boxes.append((x - h, y - h, x + h, y + h))
         if len(boxes) == 2:
             (a0, a1, a2, a3), (b0, b1, b2, b3) = boxes
             gap = max(b0 - a2, a0 - b2, b1 - a3, a1 - b3)
-            assert gap >= 20, scene
+            assert gap >= S.SNAP, scene  # at least one token of background between them
 
 
 # ------------------------------------------------------------------------------------ splits
