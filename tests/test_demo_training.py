@@ -91,6 +91,26 @@ def test_training_masks_match_what_the_sampler_feeds_the_model(tmp_path):
     assert (per_row == 256).any() and (timestep == 0).any()  # fully masked first steps and last steps occur
 
 
+def test_object_first_masks_leave_the_hole_the_sampler_leaves():
+    """Object-first rows mask every non-background token before any background one (the sampler
+    reveals the confident background first); the counts stay the sampler's."""
+    counts = T2I.input_mask_counts()
+    target = torch.full((256, 256), 3)
+    target[:, 40:60] = 100  # a 20-token object on background code 3
+    gen = torch.Generator().manual_seed(0)
+    mask, timestep = T2I.training_mask(256, gen, counts, target, p_object_first=0.5)
+    plain, _ = T2I.training_mask(256, torch.Generator().manual_seed(0), counts)
+    n, n_obj = mask.sum(1), mask[:, 40:60].sum(1)
+    object_first = n_obj == torch.clamp(n, max=20)  # object fully masked, or only object tokens
+    assert 0.35 < object_first.float().mean() < 0.8  # about half the rows (plus uniform rows that match by chance)
+    assert torch.equal(n, plain.sum(1))
+    uniform = ~object_first
+    assert (n_obj[uniform] < torch.clamp(n[uniform], max=20)).all()
+    # p = 0 is the uniform draw, bit for bit
+    again, _ = T2I.training_mask(256, torch.Generator().manual_seed(0), counts, target, p_object_first=0.0)
+    assert torch.equal(again, plain)
+
+
 def _settings(steps: int):
     from mgt_core.pipeline import make_settings
 
