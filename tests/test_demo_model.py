@@ -14,11 +14,12 @@ from mgt_core.demo import judge as J
 from mgt_core.demo import scenes as S
 
 DEMO = Path(__file__).resolve().parents[1] / "mgt_core" / "demo" / "mgt-demo"
-FIXED = [  # drawn correctly with the defaults and seed 0 when the model was trained (12 of 70 candidates were)
+FIXED = [  # one per shape, drawn correctly with the defaults and seed 0 when the model was trained (52 of 70 candidates were)
     "a large red circle on a blue background",
-    "a green circle on a white background",
-    "a large green square on a white background",
-    "an orange triangle on a beige background",
+    "a green square on a white background",
+    "a yellow triangle on a black background",
+    "a large white star on a gray background",
+    "a blue cross on a white background",
 ]
 
 
