@@ -179,14 +179,15 @@ def inpainting() -> dict:
 WORKFLOWS = {
     # seed 0 draws this prompt correctly on the demo model (tests/test_demo_model.py checks the same prompt and seed)
     "mgt_text_to_image": lambda: text_to_image("mgt_t2i", "a large red circle on a blue background", seed=0),
+    # seeds and prompts below are drawn correctly with these settings (judge; 3 of 12 seeds for the two-object prompt)
     "mgt_text_to_image_enhanced": lambda: text_to_image(
-        "mgt_t2i_enhanced", "a yellow star left of a green square on a white background", nr=True, zs=True,
+        "mgt_t2i_enhanced", "a yellow star left of a green square on a white background", nr=True, zs=True, seed=1,
         note="Enhanced inference: masked Z-Sampling + noise regularization (the reference's zigzag+noise "
              "combination; ~3x the model calls of the plain workflow). Toggle differential_sampling too to stack "
              "all three.\n\n" + NOTE_WEIGHTS),
     "mgt_inpainting": inpainting,
     "mgt_low_memory_tomemgt_scq": lambda: text_to_image(
-        "mgt_low_memory", "a small purple star at the bottom right on a gray background",
+        "mgt_low_memory", "a purple triangle at the bottom right on a gray background",
         tome=[0.25, False, 0.0, 1.0], quant="w8 (quantize on load)",
         note="Low memory / fewer FLOPs: the loader quantizes the transformer's linear layers to 8 bits while "
              "loading (0.53x the bf16 weight bytes; 'w4' 0.28x; a calibrated W4A8 variant from "
