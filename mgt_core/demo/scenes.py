@@ -11,7 +11,7 @@ Canvas and geometry (all in pixels of a 256x256 canvas; ``render(size=...)`` sca
   * position is a 3x3 grid of cells (rows top/middle/bottom, cols left/centre/right) of 256/3 px;
     the centre sits near the cell's nominal point with a little jitter, clamped inside the canvas;
   * every box then snaps onto the VQ token grid (``SNAP`` px): side floored, corner rounded. With
-    continuous placement the tiny demo transformer left shape at chance after 94 CPU-minutes
+    continuous placement the tiny demo transformer left shape near chance after 94 CPU-minutes
     (each sub-token offset is a different set of edge codes); on the grid a shape's token map
     follows from (shape, size, cell), which it can learn.
 Rendering draws a 4x supersampled coverage mask per object (PIL) and box-downsamples it, so edges
