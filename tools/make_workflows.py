@@ -179,13 +179,14 @@ def inpainting() -> dict:
 WORKFLOWS = {
     # seed 0 draws this prompt correctly on the demo model (tests/test_demo_model.py checks the same prompt and seed)
     "mgt_text_to_image": lambda: text_to_image("mgt_t2i", "a large red circle on a blue background", seed=0),
-    # seeds and prompts below are drawn correctly with these settings (judge; 3 of 12 seeds for the two-object prompt)
+    # seed 1 draws this two-object prompt correctly with Z + NR (judge; 3 of 12 seeds did)
     "mgt_text_to_image_enhanced": lambda: text_to_image(
         "mgt_t2i_enhanced", "a yellow star left of a green square on a white background", nr=True, zs=True, seed=1,
         note="Enhanced inference: masked Z-Sampling + noise regularization (the reference's zigzag+noise "
              "combination; ~3x the model calls of the plain workflow). Toggle differential_sampling too to stack "
              "all three.\n\n" + NOTE_WEIGHTS),
     "mgt_inpainting": inpainting,
+    # a triangle: with TomeMGT 0.25 + W8 small stars came out wrong at all 12 seeds tried; this one is right at 42
     "mgt_low_memory_tomemgt_scq": lambda: text_to_image(
         "mgt_low_memory", "a purple triangle at the bottom right on a gray background",
         tome=[0.25, False, 0.0, 1.0], quant="w8 (quantize on load)",

@@ -339,7 +339,7 @@ def train(a) -> None:
     if a.resume and ckpt.exists():
         st = torch.load(ckpt, weights_only=False)
         saved = st["args"]
-        for k in ("width", "heads", "layers", "single_layers", "text_width", "text_layers", "chunk", "data_seed"):
+        for k in (*ARCH_ARGS, "chunk", "data_seed"):
             setattr(a, k, saved[k])  # the architecture and data stream are fixed by the run
     elif a.init:
         init = torch.load(a.init, weights_only=False)
