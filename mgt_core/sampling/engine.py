@@ -19,6 +19,7 @@ import torch
 from ..errors import MGTInputError
 from .context import StepContext
 from .differential import DifferentialSampling
+from .maskgit import ConfidenceReveal, HaltonReveal, LogitTemperature, MaskGITGuidance
 from .noise_reg import NoiseRegularization
 from .partial import Start
 from .schedules import MaskSchedule, get_schedule
@@ -51,6 +52,12 @@ class SamplerSettings:
     """True: the reference's exact random draws (torch.multinomial over every row, the discarded
     draws of the Z-Sampling inversion), so tokens equal the reference scheduler's for the same
     logits and seed. False: the same distributions from an inverse-CDF sampler, several times faster."""
+    guidance: MaskGITGuidance | None = None
+    """None: Meissonic CFG with ``guidance_scale``. A MaskGIT guidance mixes (1 + w) l_c - w l_u."""
+    logit_temperature: LogitTemperature | None = None
+    """Scales the guided logits before everything else (the MaskGIT samplers' softmax temperature)."""
+    rule: ConfidenceReveal | HaltonReveal | None = None
+    """None: Meissonic's STEP (Gumbel confidence, re-mask the lowest). Else a MaskGIT unmasking rule."""
 
     def __post_init__(self):
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -61,6 +68,15 @@ class SamplerSettings:
         if len(temps) not in (1, 2) or any(not math.isfinite(v) or v < 0 for v in temps):
             raise MGTInputError(f"temperature must be a value or a (start, end) pair >= 0, got {self.temperature}")
         object.__setattr__(self, "schedule", get_schedule(self.schedule))
+        if isinstance(self.rule, HaltonReveal) and self.z_sampling is not None:
+            raise MGTInputError(
+                "masked Z-Sampling needs a confidence sampler: the Halton order rewrites its first n_i "
+                "positions every step, so there is nothing to re-mask; use the v1 confidence sampler"
+            )
+
+    @property
+    def family(self) -> str:
+        return "meissonic" if self.rule is None else ("halton" if isinstance(self.rule, HaltonReveal) else "maskgit_v1")
 
     def temperatures(self) -> torch.Tensor:
         """Gumbel temperature per step: linspace(a, b, T) for a pair, linspace(a, 0.01, T) for a value."""
@@ -115,11 +131,12 @@ class Sampler:
     def __init__(self, denoiser: Denoiser, settings: SamplerSettings, generator: torch.Generator | None):
         self.denoiser, self.s, self.generator = denoiser, settings, generator
         self.mask_id = denoiser.mask_id
-        self.logit_transforms = [t for t in (settings.noise_regularization,) if t is not None]
+        self.logit_transforms = [t for t in (settings.logit_temperature, settings.noise_regularization) if t is not None]
         self.prob_transforms = [t for t in (settings.differential_sampling,) if t is not None]
         self.states = [t.start() for t in self.prob_transforms]
         self.temps = settings.temperatures()
         self.calls = 0
+        self.rule, self.rule_state = settings.rule, None
 
     def logits(self, x: torch.Tensor, t: int, scale: float, **kw) -> torch.Tensor:
         self.calls += 1
@@ -127,7 +144,14 @@ class Sampler:
 
     def step(self, x: torch.Tensor, i: int, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """One STEP: returns (next tokens, this step's full prediction)."""
-        logits = self.logits(x, self.s.steps - 1 - i, self.s.guidance_scale)
+        t = self.s.steps - 1 - i
+        if self.s.guidance is None:
+            logits = self.logits(x, t, self.s.guidance_scale)
+        else:
+            self.calls += 1
+            b, (h, w) = x.shape[0], self.denoiser.grid
+            mixed = self.s.guidance(self.denoiser, x.view(b, h, w), t, i, self.s.steps)
+            logits = mixed.reshape(b, mixed.shape[1], h * w).permute(0, 2, 1).contiguous()
         return self.unmask(logits, x, i, counts)
 
     def unmask(self, logits: torch.Tensor, x: torch.Tensor, i: int, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,6 +159,8 @@ class Sampler:
         s = self.s
         unknown = x == self.mask_id
         ctx = StepContext(i, s.steps, self.generator, unknown, s.reference_rng)
+        if self.rule is not None:
+            return self.unmask_rule(logits, x, i, counts, unknown, ctx)
         for transform in self.logit_transforms:
             logits = transform(logits, ctx)
         probs = logits.softmax(dim=-1)
@@ -149,6 +175,26 @@ class Sampler:
         )
         return x_next, sampled
 
+    def unmask_rule(self, logits, x, i, counts, unknown, ctx) -> tuple[torch.Tensor, torch.Tensor]:
+        """A MaskGIT step: [temperature, NR] -> softmax -> [DS] -> draw -> the rule picks what to reveal."""
+        s = self.s
+        if not s.reference_rng and logits.shape[-1] > self.mask_id:
+            logits = logits[..., : self.mask_id]  # OURS: the mask id (and anything past it) is never drawn
+        for transform in self.logit_transforms:
+            logits = transform(logits, ctx)
+        probs = logits.softmax(dim=-1)
+        for transform, state in zip(self.prob_transforms, self.states, strict=True):
+            probs = transform(probs, ctx, state)
+        drawn = self.rule.draw(probs, self.generator, s.reference_rng)
+        x_next = self.rule.select(probs, drawn, x, unknown, counts[i], ctx, self.rule_state, self.mask_id)
+        return x_next, keep_decoded(drawn, x, unknown)
+
+    def start_rule(self, tokens: torch.Tensor) -> None:
+        if isinstance(self.rule, HaltonReveal):
+            self.rule_state = self.rule.start(tokens, self.generator, self.s.reference_rng, self.denoiser.grid)
+        elif self.rule is not None:
+            self.rule_state = self.rule.start(tokens, self.generator, self.s.reference_rng)
+
     def zigzag(self, x: torch.Tensor, i: int, counts: list[int]) -> torch.Tensor:
         z = self.s.z_sampling
         n = z.remask_counts(x, self.mask_id, counts[i])
@@ -162,6 +208,7 @@ class Sampler:
         s, x = self.s, start.tokens
         length = x.shape[1]
         counts = s.schedule.counts(s.steps, length, start.start_ratio)
+        self.start_rule(x)
         trajectory = []
         for i in range(start.first_step, s.steps):
             if s.z_sampling is not None and s.z_sampling.applies(i, s.steps):

@@ -76,6 +76,60 @@ BUILTIN_SCHEDULES: dict[str, RatioFn] = {
 }
 """Names offered in the UI. ``pow<k>`` and ``cospow:<a>,<b>`` accept any positive numbers."""
 
+def v1_reveal_counts(steps: int, num_tokens: int, mode: str = "arccos") -> list[int]:
+    """Tokens revealed per step by the MaskGIT-pytorch v1 sampler (design-choices.md 4.2), float32 as there:
+    r = linspace(1, 0, T), v = weight(r), k = round(N v / sum v), zeros -> 1, the last absorbs the rest."""
+    if steps == 1:
+        return [num_tokens]  # guard: linspace(1, 0, 1) = [1] gives weight 0 / 0
+    r = torch.linspace(1, 0, steps)
+    v = {
+        "root": lambda: 1 - r**0.5,
+        "linear": lambda: 1 - r,
+        "square": lambda: 1 - r**2,
+        "cosine": lambda: torch.cos(r * math.pi * 0.5),
+        "arccos": lambda: torch.arccos(r) / (math.pi * 0.5),
+    }[mode]()
+    k = ((v / v.sum()) * num_tokens).round()
+    k[k == 0] = 1
+    k[-1] += num_tokens - k.sum()
+    out = k.int().tolist()
+    if out[-1] < 1:
+        raise MGTInputError(f"the v1 {mode} schedule cannot spread {num_tokens} tokens over {steps} steps; use fewer steps")
+    return out
+
+
+def halton_revealed_counts(steps: int, num_tokens: int) -> list[int]:
+    """Cumulative tokens revealed after each step by the Halton sampler (design-choices.md 4.3), float32
+    as there: n_i = max(i + 1, int((1 - arccos((i + 1) / T) / (pi / 2)) * N)); n_{T-1} = N."""
+    out = []
+    for i in range(steps):
+        r = 1 - (torch.arccos(torch.tensor((i + 1) / steps)) / (math.pi * 0.5))
+        out.append(min(num_tokens, max(i + 1, int(r * num_tokens))))
+    out[-1] = num_tokens
+    return out
+
+
+def _v1_counts(mode: str) -> Callable[[int, int], list[int]]:
+    def fn(steps: int, n: int) -> list[int]:
+        left, out = n, []
+        for k in v1_reveal_counts(steps, n, mode):
+            left -= k
+            out.append(left)
+        return out
+
+    return fn
+
+
+def _halton_counts(steps: int, n: int) -> list[int]:
+    return [n - c for c in halton_revealed_counts(steps, n)]
+
+
+COUNT_SCHEDULES: dict[str, Callable[[int, int], list[int]]] = {
+    **{f"v1_{m}": _v1_counts(m) for m in ("arccos", "cosine", "linear", "square", "root")},
+    "halton": _halton_counts,
+}
+"""The MaskGIT samplers' own count rules: ``v1_<mode>`` (MaskGIT-pytorch ``adap_sche``), ``halton``."""
+
 # Names the reference applies without the [1e-6, 1] clip (bit parity with its scheduler).
 _UNCLIPPED = {"cosine", "linear"}
 
@@ -126,6 +180,8 @@ class MaskSchedule:
     ratio_fn: RatioFn | None = None
     table: tuple[float, ...] | None = None
     clip: bool = True
+    counts_fn: Callable[[int, int], list[int]] | None = None
+    """Count form: (steps, L0) -> tokens still masked after each step (the MaskGIT samplers' own rules)."""
 
     def counts(self, steps: int, num_tokens: int, start_ratio: float = 1.0) -> list[int]:
         """Tokens left masked after each step i = 0..T-1 (the last entry is 0).
@@ -135,7 +191,9 @@ class MaskSchedule:
         """
         if steps < 1:
             raise MGTInputError(f"steps must be >= 1, got {steps}")
-        if self.table is not None:
+        if self.counts_fn is not None:
+            out = self.counts_fn(steps, math.floor(num_tokens * start_ratio))
+        elif self.table is not None:
             out = self._table_counts(steps, math.floor(num_tokens * start_ratio))
         else:
             r = (torch.arange(steps, dtype=torch.int64) + 1) / steps  # float32, as the reference
@@ -151,7 +209,7 @@ class MaskSchedule:
 
     def ratio_at(self, i: int, steps: int, num_tokens: int) -> torch.Tensor:
         """gamma((i + 1) / T) as a float32 scalar (the masking probability img2img starts from)."""
-        if self.table is not None:
+        if self.table is not None or self.counts_fn is not None:
             return torch.tensor(self.counts(steps, num_tokens)[i] / num_tokens, dtype=torch.float32)
         r = (torch.tensor(i, dtype=torch.int64) + 1) / steps
         gamma = self.ratio_fn(r, num_tokens)
@@ -201,6 +259,8 @@ def get_schedule(spec: str | Sequence[float] | Callable | MaskSchedule) -> MaskS
         return MaskSchedule("table", table=_table_values(list(spec)))
     name = spec.strip()
     key = name.lower()
+    if key in COUNT_SCHEDULES:
+        return MaskSchedule(key, counts_fn=COUNT_SCHEDULES[key])
     if key in BUILTIN_SCHEDULES:
         return MaskSchedule(key, BUILTIN_SCHEDULES[key], clip=key not in _UNCLIPPED)
     if key.startswith("pow"):

@@ -1,0 +1,279 @@
+"""Train the built-in MaskGIT demo (``mgt_core/demo/maskgit-demo/``): MaskGIT v1 layout, 40 classes.
+
+Classes are (colour, shape) pairs of the synthetic scenes (``mgt_core/demo/class_scenes.py``): one
+object in the centre, small or large, on a gray background. Three stages, seeded and resumable:
+
+1. ``--part codebook``: the token vocabulary, as for the text-to-image demo (``demo_codebook.py``):
+   flat palette colours + k-means centroids of the 16x16 edge patches of class scenes (256 codes).
+2. ``--part transformer``: a reduced-width MaskGIT v1 ``MaskTransformer`` (the released key layout:
+   ``tok_emb`` = codes + mask + classes + "no class", tied logits, ``bias``) trained on the
+   codebook tokens of fresh renders: masked-token cross-entropy, mask ratio arccos(u)/(pi/2)
+   (the v1 trainer's default schedule), class dropped 10% of the time (for CFG).
+3. ``--part decoder``: the taming VQGAN decoder distilled to draw each code's centroid patch
+   (``quantize.embedding`` fixed to a PCA of the centroids, like ``train_demo_vq.py``), trained on
+   random token crops (the decoder is convolutional; crops cut the CPU cost by 4-16x).
+4. ``--export``: writes the demo folder and judges vanilla samples.
+
+    OMP_NUM_THREADS=1 python tools/train_demo_maskgit.py --part codebook
+    OMP_NUM_THREADS=1 python tools/train_demo_maskgit.py --part transformer --steps 2500   # resumable
+    OMP_NUM_THREADS=1 python tools/train_demo_maskgit.py --part decoder --steps 1500       # resumable
+    python tools/train_demo_maskgit.py --eval          # judge samples (codebook decode)
+    python tools/train_demo_maskgit.py --export        # -> mgt_core/demo/maskgit-demo
+Outputs under ``--out`` (default runs/maskgit): codebook.pt, transformer.pt, decoder.pt, *_log.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, Path(__file__).resolve().parent):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from demo_codebook import PATCH, decode, patches, tokenize  # noqa: E402
+
+from mgt_core.demo import class_scenes as C  # noqa: E402
+from mgt_core.demo import judge as J  # noqa: E402
+from mgt_core.demo import scenes as S  # noqa: E402
+
+CODEBOOK = 256
+GRID = 16
+ARCH = {"hidden_dim": 128, "depth": 4, "heads": 4, "mlp_dim": 384, "codebook_size": CODEBOOK, "nclass": len(C.CLASSES), "f_factor": GRID}
+"""The demo transformer: MaskGIT v1's MaskTransformer at reduced width (models.md 7/11.1)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The model used for training. It has the released v1 key layout; when the pack's own
+# ``mgt_core.models.maskgit`` class exists it is used instead (same keys, same forward).
+
+
+class _PreNorm(nn.Module):
+    def __init__(self, dim, fn):
+        super().__init__()
+        self.norm, self.fn = nn.LayerNorm(dim), fn
+
+    def forward(self, x):
+        return self.fn(self.norm(x))
+
+
+class _Attn(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(dim, heads, batch_first=True, bias=True)
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+class _FF(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.0), nn.Linear(hidden, dim), nn.Dropout(0.0))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class _Blocks(nn.Module):
+    def __init__(self, dim, depth, heads, mlp):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.ModuleList([_PreNorm(dim, _Attn(dim, heads)), _PreNorm(dim, _FF(dim, mlp))]) for _ in range(depth))
+
+    def forward(self, x):
+        for attn, ff in self.layers:
+            x = x + attn(x)
+            x = x + ff(x)
+        return x
+
+
+class TrainTransformer(nn.Module):
+    """MaskGIT v1 MaskTransformer (tokens then the class token; logits tied to ``tok_emb``)."""
+
+    def __init__(self, hidden_dim, depth, heads, mlp_dim, codebook_size, nclass, f_factor):
+        super().__init__()
+        d, n = hidden_dim, f_factor * f_factor
+        self.codebook_size, self.nclass, self.n = codebook_size, nclass, n
+        self.tok_emb = nn.Embedding(codebook_size + 1 + nclass + 1, d)
+        nn.init.trunc_normal_(self.tok_emb.weight, 0.0, 0.02)  # N(0, 1) tied logits start at loss ~20
+        self.pos_emb = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, n + 1, d), 0.0, 0.02))
+        self.first_layer = nn.Sequential(
+            nn.LayerNorm(d, eps=1e-12), nn.Dropout(0.0), nn.Linear(d, d), nn.GELU(),
+            nn.LayerNorm(d, eps=1e-12), nn.Dropout(0.0), nn.Linear(d, d),
+        )
+        self.transformer = _Blocks(d, depth, heads, mlp_dim)
+        self.last_layer = nn.Sequential(nn.LayerNorm(d, eps=1e-12), nn.Dropout(0.0), nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=1e-12))
+        self.bias = nn.Parameter(torch.zeros(n + 1, codebook_size + 1 + nclass + 1))
+
+    def forward(self, tokens, y, drop):
+        b = tokens.shape[0]
+        cls = torch.where(drop, self.codebook_size + 1 + self.nclass, y + self.codebook_size + 1)
+        x = self.tok_emb(torch.cat([tokens.reshape(b, -1), cls[:, None]], 1)) + self.pos_emb
+        x = self.last_layer(self.transformer(self.first_layer(x)))
+        logits = x @ self.tok_emb.weight.T + self.bias
+        return logits[:, : self.n, : self.codebook_size + 1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def lr_at(step: int, lr: float, warmup: int, steps: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 1: codebook
+
+
+def build_codebook(n_images: int, iters: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    imgs = C.render_classes(rng.integers(0, len(C.CLASSES), n_images), rng)
+    p = patches(torch.from_numpy(imgs).float().div_(255))
+    flat = (p.max(1).values - p.min(1).values) < 1e-6
+    palette = sorted({tuple(c) for c in [*S.COLOURS.values(), *S.BACKGROUNDS.values()]})
+    flat_book = torch.tensor(palette, dtype=torch.float32).div(255).repeat(1, PATCH * PATCH)
+    edges = torch.unique(p[~flat], dim=0)
+    k = CODEBOOK - len(palette)
+    c = edges[torch.randperm(edges.shape[0], generator=gen)[:k]].clone()
+    e_sq = (edges * edges).sum(1, keepdim=True)
+    for it in range(iters):
+        d = e_sq - 2 * edges @ c.T + (c * c).sum(1)[None]
+        a = d.argmin(1)
+        cnt = torch.bincount(a, minlength=k).float()
+        sums = torch.zeros_like(c).index_add_(0, a, edges)
+        dead = cnt == 0
+        refill = edges[torch.randint(0, edges.shape[0], (k,), generator=gen)]
+        c = torch.where(dead[:, None], refill, sums / cnt.clamp(min=1)[:, None])
+        print(f"iter {it}: {edges.shape[0]} unique edge patches, mse/patch {float(d.gather(1, a[:, None]).mean()):.4f}, dead {int(dead.sum())}", flush=True)
+    return torch.cat([flat_book, c])
+
+
+def part_codebook(a) -> None:
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    book = build_codebook(a.images, a.iters, a.seed)
+    save_atomic(book, out / "codebook.pt")
+    pairs = C.eval_classes(2)
+    imgs = np.stack([C.render_classes([y], np.random.default_rng(s))[0] for y, s in pairs])
+    rec = decode(tokenize(imgs, book), book)
+    v = [J.judge(im, C.class_prompt(y)) for im, (y, _) in zip(rec, pairs, strict=True)]
+    print("codebook read-back:", {k: round(x, 3) for k, x in J.accuracy(v).items()})
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 2: transformer
+
+
+def new_transformer() -> nn.Module:
+    return TrainTransformer(**ARCH)
+
+
+def mask_batch(codes: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask each image's tokens with ratio arccos(u)/(pi/2), u ~ U(0,1) (>= 1 token masked)."""
+    b, n = codes.shape
+    u = torch.rand(b, 1, generator=gen)
+    ratio = torch.arccos(u) / (math.pi / 2)
+    mask = torch.rand(b, n, generator=gen) < ratio
+    mask[torch.arange(b), torch.randint(0, n, (b,), generator=gen)] = True
+    return torch.where(mask, CODEBOOK, codes), mask
+
+
+def part_transformer(a) -> None:
+    out = Path(a.out)
+    book = torch.load(out / "codebook.pt")
+    ckpt = out / "transformer.pt"
+    torch.manual_seed(a.seed)
+    model = new_transformer()
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.96), weight_decay=0.01)
+    step, elapsed = 0, 0.0
+    if ckpt.exists():
+        st = torch.load(ckpt)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, elapsed = st["step"], st["elapsed"]
+        print(f"resumed at step {step}", flush=True)
+    gen = torch.Generator().manual_seed(a.seed * 1000 + step)
+    rng = np.random.default_rng([a.seed, step])
+    t0 = time.time()
+    while step < a.steps:
+        y = torch.from_numpy(rng.integers(0, len(C.CLASSES), a.batch))
+        codes = tokenize(C.render_classes(y.tolist(), rng), book).reshape(a.batch, -1)
+        x, mask = mask_batch(codes, gen)
+        drop = torch.rand(a.batch, generator=gen) < a.drop
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, a.lr, a.warmup, a.steps)
+        logits = model(x, y, drop)
+        loss = F.cross_entropy(logits[mask], codes[mask])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % a.log_every == 0 or step == a.steps:
+            acc = (logits[mask].argmax(-1) == codes[mask]).float().mean().item()
+            now = elapsed + time.time() - t0
+            print(f"step {step} loss {loss.item():.4f} acc {acc:.3f} {now:.0f}s", flush=True)
+            append_csv(out / "transformer_log.csv", {"step": step, "loss": round(loss.item(), 5), "acc": round(acc, 4), "seconds": round(now)})
+        if step % a.save_every == 0 or step == a.steps:
+            save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed + time.time() - t0, "arch": ARCH}, ckpt)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=("codebook", "transformer", "decoder"))
+    ap.add_argument("--eval", action="store_true")
+    ap.add_argument("--export", action="store_true")
+    ap.add_argument("--out", default="runs/maskgit")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--images", type=int, default=1200)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=2500)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--drop", type=float, default=0.1)
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--save-every", type=int, default=100)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    if a.part == "codebook":
+        part_codebook(a)
+    elif a.part == "transformer":
+        part_transformer(a)
+
+
+if __name__ == "__main__":
+    main()
