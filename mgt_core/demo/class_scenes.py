@@ -9,11 +9,9 @@ count, background, colour and shape (size and position are not named, so not che
 
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
 
-from ..errors import MGTInputError
+from ..classes import ClassTable
 from . import scenes as S
 
 BACKGROUND = "gray"
@@ -23,20 +21,12 @@ CLASSES: tuple[tuple[str, str], ...] = tuple((c, s) for c in S.COLOURS for s in 
 CLASS_NAMES: tuple[str, ...] = tuple(f"{c} {s}" for c, s in CLASSES)
 
 
+TABLE = ClassTable(CLASS_NAMES, "demo")
+
+
 def class_index(label: int | str) -> int:
     """A class index from an index or a name ("red circle"); unknown names list close matches."""
-    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-        if not 0 <= int(label) < len(CLASSES):
-            raise MGTInputError(f"demo class index {label} is out of range 0..{len(CLASSES) - 1}")
-        return int(label)
-    if isinstance(label, str):
-        key = " ".join(label.strip().lower().split())
-        if key in CLASS_NAMES:
-            return CLASS_NAMES.index(key)
-        close = difflib.get_close_matches(key, CLASS_NAMES, n=5, cutoff=0.5)
-        hint = f"; close matches: {', '.join(close)}" if close else f"; classes are '<colour> <shape>', e.g. {CLASS_NAMES[0]!r}"
-        raise MGTInputError(f"unknown demo class {label!r}{hint}")
-    raise MGTInputError(f"a class label is an index or a name, got {type(label).__name__}")
+    return TABLE.index(label)
 
 
 def class_prompt(label: int | str) -> str:
