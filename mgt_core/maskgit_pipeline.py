@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .classes import ClassTable, table_for
 from .errors import MGTInputError
 from .loading.maskgit import MaskGITInfo
 from .models.maskgit.denoiser import MaskGITDenoiser
@@ -53,6 +54,63 @@ class MaskGITPipeline:
     @property
     def num_classes(self) -> int:
         return self.transformer.config.nclass
+
+    @property
+    def class_table(self) -> ClassTable:
+        """The class names: the model's own (the demo's ``class_names``), else ImageNet's for 1000 classes."""
+        return table_for(self.info.settings.get("class_names"), self.num_classes, self.info.name)
+
+    def sampler_settings(self, sampler: str | None = None, **overrides):
+        """Engine settings: the family's published sampler with the model's defaults, ``overrides`` on top
+        (steps, cfg_w, schedule, r_temp, sm_temp, ..., noise_regularization, differential_sampling,
+        z_sampling, reference_rng; see :func:`mgt_core.sampling.maskgit.family_settings`)."""
+        from .sampling.maskgit import family_settings
+
+        base = {"steps": self.info.steps, "cfg_w": self.info.cfg_w, "schedule": self.info.schedule,
+                **{k: v for k, v in self.info.settings.items() if k != "class_names"}}
+        return family_settings(sampler or self.info.sampler, base, **overrides)
+
+    def sample_tokens(self, labels: list[int], settings, generator: torch.Generator | None, *,
+                      start=None, callback=None):
+        """Class indices -> a :class:`~mgt_core.sampling.engine.SampleResult` (tokens [B, L])."""
+        from .sampling.engine import sample
+        from .sampling.partial import full_mask
+
+        den = self.denoiser(labels, mask_logit=settings.reference_rng)
+        if start is None:
+            start = full_mask(len(labels), self.grid[0] * self.grid[1], self.mask_id, self.device)
+        with torch.inference_mode():
+            return sample(den, settings, start, generator, callback)
+
+    def __call__(self, class_labels, *, seed: int = 0, generator: torch.Generator | None = None,
+                 sampler: str | None = None, preset: str | None = None, return_tokens: bool = False, callback=None,
+                 **overrides):
+        """Generate one image per class label (ImageNet indices or names, or the demo's "red circle" ...).
+
+        ``overrides``: steps, cfg_w, schedule, r_temp, sm_temp, randomize, ... and the design choices
+        (``noise_regularization``/``differential_sampling``/``z_sampling``: True, a dict or an instance),
+        or ``preset`` (a name from :data:`mgt_core.sampling.presets.PRESETS`). Returns images
+        [B, H, W, 3] float32 in [0, 1] (and the tokens with ``return_tokens``).
+        """
+        from .pipeline import _component
+        from .sampling.differential import DifferentialSampling
+        from .sampling.noise_reg import NoiseRegularization
+        from .sampling.presets import preset as named_preset
+        from .sampling.zsampling import ZSampling
+
+        labels = self.class_table.indices(class_labels)
+        chosen = named_preset(preset) if preset else {}
+        for key, cls in (("noise_regularization", NoiseRegularization), ("differential_sampling", DifferentialSampling),
+                         ("z_sampling", ZSampling)):
+            value = _component(overrides.pop(key, None), cls) or chosen.get(key)
+            if value is not None:
+                overrides[key] = value
+        settings = self.sampler_settings(sampler, **overrides)
+        if generator is None:
+            generator = torch.Generator(self.device).manual_seed(seed)
+        result = self.sample_tokens(labels, settings, generator, callback=callback)
+        images = self.decode(result.tokens)
+        return (images, result.tokens.view(-1, *self.grid)) if return_tokens else images
 
     def denoiser(self, labels, mask_logit: bool = False) -> MaskGITDenoiser:
         """The sampler engine's Denoiser for these class labels (ints, [B])."""

@@ -281,3 +281,33 @@ def halton_settings(
         logit_temperature=LogitTemperature(float(a), float(b), float(temp_pow), int(temp_warmup)),
         rule=HaltonReveal(bool(randomize), int(top_k)), **choices,
     )
+
+
+def family_settings(sampler: str, defaults: dict, **overrides):
+    """Engine settings for a MaskGIT model: its published sampler (``"confidence"`` v1 or ``"halton"``) with
+    ``defaults`` (steps, cfg_w, schedule, r_temp, sm_temp...; a model's ``MaskGITInfo``) and ``overrides``.
+
+    ``schedule`` None/"default"/"arccos" keeps the sampler's own count rule (v1_arccos / halton); the
+    design choices (``noise_regularization``, ``differential_sampling``, ``z_sampling``) and
+    ``reference_rng`` pass through to the engine.
+    """
+    v = {**defaults, **{k: x for k, x in overrides.items() if x is not None}}
+    choices = {k: v[k] for k in ("noise_regularization", "differential_sampling", "z_sampling", "reference_rng") if k in v}
+    schedule = v.get("schedule")
+    if sampler == "halton":
+        sched = "halton" if schedule in (None, "default", "arccos") else schedule
+        return halton_settings(
+            steps=int(v["steps"]), w=float(v["cfg_w"]), sm_temp=(float(v.get("sm_temp_min", 1.0)), float(v.get("sm_temp_max", 1.2))),
+            temp_pow=float(v.get("temp_pow", 1.0)), temp_warmup=int(v.get("temp_warmup", 0)),
+            randomize=bool(v.get("randomize", True)), top_k=int(v.get("top_k", -1)), schedule=sched, **choices,
+        )
+    if sampler != "confidence":
+        raise MGTInputError(f"MaskGIT sampler must be 'confidence' (v1) or 'halton', got {sampler!r}")
+    sched = "v1_arccos" if schedule in (None, "default") else (f"v1_{schedule}" if f"v1_{schedule}" in _V1_MODES else schedule)
+    return v1_settings(
+        steps=int(v["steps"]), w=float(v["cfg_w"]), r_temp=float(v.get("r_temp", 4.5)), sm_temp=float(v.get("sm_temp", 1.0)),
+        schedule=sched, randomize=str(v.get("randomize", "linear")), **choices,
+    )
+
+
+_V1_MODES = {"v1_arccos", "v1_cosine", "v1_linear", "v1_square", "v1_root"}
