@@ -8,7 +8,7 @@ code still fails loudly inside ComfyUI.
 
 NODE_IDS = (
     "MGTModelLoader", "MGTModelLoaderFiles", "MGTTextEncode", "MGTSampler", "MGTTomeMGT", "MGTVQDecode",
-    "MGTVQEncode", "MGTSchedulePreview",
+    "MGTVQEncode", "MGTSchedulePreview", "MGTClassLabel", "MGTMaskGITLoaderFiles",
 )
 """Every node id the pack registers. Importable without ComfyUI, so the test harness can insist
 that a real server lists each of them; the ComfyUI tests also check that the server lists no

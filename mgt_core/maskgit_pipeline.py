@@ -60,12 +60,24 @@ class MaskGITPipeline:
         """The class names: the model's own (the demo's ``class_names``), else ImageNet's for 1000 classes."""
         return table_for(self.info.settings.get("class_names"), self.num_classes, self.info.name)
 
-    def sampler_settings(self, sampler: str | None = None, **overrides):
+    def sampler_settings(self, sampler: str | None = None, preset: str | None = None, **overrides):
         """Engine settings: the family's published sampler with the model's defaults, ``overrides`` on top
         (steps, cfg_w, schedule, r_temp, sm_temp, ..., noise_regularization, differential_sampling,
-        z_sampling, reference_rng; see :func:`mgt_core.sampling.maskgit.family_settings`)."""
+        z_sampling as True, a dict or an instance; reference_rng; see
+        :func:`mgt_core.sampling.maskgit.family_settings`), or a named ``preset`` of design choices."""
+        from .pipeline import _component
+        from .sampling.differential import DifferentialSampling
         from .sampling.maskgit import family_settings
+        from .sampling.noise_reg import NoiseRegularization
+        from .sampling.presets import preset as named_preset
+        from .sampling.zsampling import ZSampling
 
+        chosen = named_preset(preset) if preset else {}
+        for key, cls in (("noise_regularization", NoiseRegularization), ("differential_sampling", DifferentialSampling),
+                         ("z_sampling", ZSampling)):
+            value = _component(overrides.pop(key, None), cls) or chosen.get(key)
+            if value is not None:
+                overrides[key] = value
         base = {"steps": self.info.steps, "cfg_w": self.info.cfg_w, "schedule": self.info.schedule,
                 **{k: v for k, v in self.info.settings.items() if k != "class_names"}}
         return family_settings(sampler or self.info.sampler, base, **overrides)
@@ -92,20 +104,8 @@ class MaskGITPipeline:
         or ``preset`` (a name from :data:`mgt_core.sampling.presets.PRESETS`). Returns images
         [B, H, W, 3] float32 in [0, 1] (and the tokens with ``return_tokens``).
         """
-        from .pipeline import _component
-        from .sampling.differential import DifferentialSampling
-        from .sampling.noise_reg import NoiseRegularization
-        from .sampling.presets import preset as named_preset
-        from .sampling.zsampling import ZSampling
-
         labels = self.class_table.indices(class_labels)
-        chosen = named_preset(preset) if preset else {}
-        for key, cls in (("noise_regularization", NoiseRegularization), ("differential_sampling", DifferentialSampling),
-                         ("z_sampling", ZSampling)):
-            value = _component(overrides.pop(key, None), cls) or chosen.get(key)
-            if value is not None:
-                overrides[key] = value
-        settings = self.sampler_settings(sampler, **overrides)
+        settings = self.sampler_settings(sampler, preset=preset, **overrides)
         if generator is None:
             generator = torch.Generator(self.device).manual_seed(seed)
         result = self.sample_tokens(labels, settings, generator, callback=callback)

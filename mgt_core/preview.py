@@ -22,7 +22,7 @@ class TokenPalette:
     @torch.no_grad()
     def fit(cls, vq: VQModel, grid: int = 8, seed: int = 0) -> TokenPalette:
         g = torch.Generator().manual_seed(seed)
-        k = vq.config.num_vq_embeddings
+        k = getattr(vq.config, "num_vq_embeddings", None) or vq.config.n_embed  # VQModel or MaskGIT's VQGAN
         ids = torch.randint(0, k, (2, grid, grid), generator=g)
         dev = vq.post_quant_conv.weight.device
         img = vq.decode(ids.to(dev)).float().cpu()  # [2, 3, H, W]

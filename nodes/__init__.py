@@ -6,8 +6,9 @@ the pack under a synthetic module name, never as ``mgt_design_choices``.
 
 from comfy_api.latest import ComfyExtension, io
 
+from .class_label import MGTClassLabel
 from .conditioning import MGTTextEncode
-from .loader import MGTModelLoader, MGTModelLoaderFiles
+from .loader import MGTMaskGITLoaderFiles, MGTModelLoader, MGTModelLoaderFiles
 from .sampler import MGTSampler
 from .schedule_preview import MGTSchedulePreview
 from .tome import MGTTomeMGT
@@ -15,7 +16,7 @@ from .vq import MGTVQDecode, MGTVQEncode
 
 NODES: list[type[io.ComfyNode]] = [
     MGTModelLoader, MGTModelLoaderFiles, MGTTextEncode, MGTSampler, MGTTomeMGT, MGTVQDecode, MGTVQEncode,
-    MGTSchedulePreview,
+    MGTSchedulePreview, MGTClassLabel, MGTMaskGITLoaderFiles,
 ]
 
 

@@ -9,13 +9,17 @@ import torch
 from comfy_api.latest import io
 
 from ..mgt_core.accel.quant import quantize_model, quantized_variants
+from ..mgt_core.loading.maskgit import is_maskgit_folder, load_maskgit_files
 from ..mgt_core.loading.pipeline import default_dtype, is_model_folder, load_pipeline, load_pipeline_files
+from ..mgt_core.maskgit_pipeline import MaskGITPipeline
 from . import bridge
 from .types import MGTVQ, MGTModel, MGTTextEncoder, ModelHandle, TextEncoderHandle, VQHandle
 
 FOLDER_KEY = "mgt"
 DEMO_NAME = "mgt-demo (built-in)"
 DEMO_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mgt_core", "demo", "mgt-demo")
+MASKGIT_DEMO_NAME = "maskgit-demo (built-in)"
+MASKGIT_DEMO_PATH = os.path.join(os.path.dirname(DEMO_PATH), "maskgit-demo")
 OWN_TEXT_ENCODER = "model's own"
 DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 ON_LOAD = {"w8 (quantize on load)": "w8", "w4 (quantize on load)": "w4"}
@@ -26,15 +30,18 @@ if FOLDER_KEY not in folder_paths.folder_names_and_paths:
 
 
 def model_folders() -> dict[str, str]:
-    """Display name -> path of every model folder in models/mgt and models/diffusers (+ the demo)."""
+    """Display name -> path of every model folder in models/mgt and models/diffusers (+ the demos): Meissonic
+    layouts and converted MaskGIT folders (``python -m mgt_core.convert``)."""
     found = {DEMO_NAME: DEMO_PATH} if is_model_folder(DEMO_PATH) else {}
+    if is_maskgit_folder(MASKGIT_DEMO_PATH):
+        found[MASKGIT_DEMO_NAME] = MASKGIT_DEMO_PATH
     for key in (FOLDER_KEY, "diffusers"):
         for base in folder_paths.get_folder_paths(key) if key in folder_paths.folder_names_and_paths else []:
             if not os.path.isdir(base):
                 continue
             for name in sorted(os.listdir(base)):
                 path = os.path.join(base, name)
-                if is_model_folder(path):
+                if is_model_folder(path) or is_maskgit_folder(path):
                     found.setdefault(name, path)
     return found
 
@@ -50,6 +57,8 @@ def _dtype(choice: str) -> torch.dtype:
 
 def handles(pipe):
     vq = VQHandle(bridge.wrap(pipe.vq, "vq"))
+    if isinstance(pipe, MaskGITPipeline):  # class-conditional: no text encoder (MGT Class Label conditions it)
+        return io.NodeOutput(ModelHandle(bridge.wrap(pipe.transformer, "transformer"), pipe.info, vq), None, vq)
     model = ModelHandle(bridge.wrap(pipe.transformer, "transformer"), pipe.info, vq)
     text = TextEncoderHandle(bridge.wrap(pipe.text_encoder, "text"), pipe.tokenizer) if pipe.text_encoder is not None else None
     return io.NodeOutput(model, text, vq)
@@ -62,7 +71,8 @@ DTYPE_INPUT = dict(
 )
 OUTPUTS = [
     MGTModel.Output(display_name="model", tooltip="The transformer, for MGT Sampler and TomeMGT."),
-    MGTTextEncoder.Output(display_name="text_encoder", tooltip="CLIP text encoder, for MGT Text Encode."),
+    MGTTextEncoder.Output(display_name="text_encoder", tooltip="CLIP text encoder, for MGT Text Encode (none for "
+                          "class-conditional MaskGIT models: use MGT Class Label)."),
     MGTVQ.Output(display_name="vq", tooltip="VQ image tokenizer, for MGT VQ Decode / Encode."),
 ]
 
@@ -75,11 +85,13 @@ class MGTModelLoader(io.ComfyNode):
             display_name="MGT Model Loader",
             category="MGT/loaders",
             description="Loads a Meissonic / Monetico model folder as published (transformer/, vqvae/, "
-                        "text_encoder/, tokenizer/), from models/mgt or models/diffusers, or the built-in demo model.",
+                        "text_encoder/, tokenizer/) or a converted MaskGIT v1 / Halton-MaskGIT folder, from models/mgt "
+                        "or models/diffusers, or a built-in demo model.",
             inputs=[
                 io.Combo.Input("model", options=list(model_folders()) or [DEMO_NAME],
-                               tooltip="Model folder. Put MeissonFlow/Meissonic or Collov-Labs/Monetico folders in "
-                                       "ComfyUI/models/mgt/. The built-in demo model draws coloured shapes at 256 px."),
+                               tooltip="Model folder. Put MeissonFlow/Meissonic or Collov-Labs/Monetico folders, or "
+                                       "MaskGIT folders from python -m mgt_core.convert, in ComfyUI/models/mgt/. The "
+                                       "built-in demo models draw coloured shapes at 256 px (maskgit-demo: 40 classes)."),
                 io.Combo.Input("dtype", **DTYPE_INPUT),
                 io.Combo.Input("text_encoder", options=[OWN_TEXT_ENCODER, *folder_paths.get_filename_list("text_encoders")],
                                default=OWN_TEXT_ENCODER,
@@ -143,6 +155,37 @@ class MGTModelLoaderFiles(io.ComfyNode):
             folder_paths.get_full_path_or_raise("vae", vq),
             folder_paths.get_full_path_or_raise("text_encoders", text_encoder),
             os.path.join(folders[tokenizer_from], "tokenizer"),
+            dtype=_dtype(dtype), device=bridge.offload_device("transformer"),
+        )
+        return handles(pipe)
+
+
+class MGTMaskGITLoaderFiles(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MGTMaskGITLoaderFiles",
+            display_name="MGT MaskGIT Loader (Files)",
+            category="MGT/loaders",
+            description="Loads the released MaskGIT files directly: MaskGIT-pytorch v1 (MaskGIT_ImageNet_256.pth + the "
+                        "taming VQGAN last.ckpt) or Halton-MaskGIT (ImageNet_256_base.pth ... + LlamaGen "
+                        "vq_ds16_c2i.pt). Pickles are read weights-only; anything else in them is refused.",
+            inputs=[
+                io.Combo.Input("transformer", options=folder_paths.get_filename_list("diffusion_models"),
+                               tooltip="MaskGIT transformer checkpoint in models/diffusion_models (.pth or safetensors; "
+                                       "the family and size are recognised from its tensors)."),
+                io.Combo.Input("vq", options=folder_paths.get_filename_list("vae"),
+                               tooltip="Its VQGAN in models/vae: taming last.ckpt for v1, LlamaGen vq_ds16_c2i.pt for Halton."),
+                io.Combo.Input("dtype", **DTYPE_INPUT),
+            ],
+            outputs=OUTPUTS,
+        )
+
+    @classmethod
+    def execute(cls, transformer: str, vq: str, dtype: str) -> io.NodeOutput:
+        pipe = load_maskgit_files(
+            folder_paths.get_full_path_or_raise("diffusion_models", transformer),
+            folder_paths.get_full_path_or_raise("vae", vq),
             dtype=_dtype(dtype), device=bridge.offload_device("transformer"),
         )
         return handles(pipe)

@@ -8,15 +8,20 @@ from comfy_api.latest import io
 from ..mgt_core.accel.context import shared_clone
 from ..mgt_core.accel.tome import apply_tome
 from ..mgt_core.errors import MGTInputError
+from ..mgt_core.loading.maskgit import MaskGITInfo
+from ..mgt_core.maskgit_pipeline import MaskGITPipeline
 from ..mgt_core.models.text import TextConditioning
 from ..mgt_core.pipeline import MGTPipeline, make_settings
 from ..mgt_core.sampling.noise_reg import SHAPES
 from ..mgt_core.sampling.partial import start_from_tokens
-from ..mgt_core.sampling.schedules import BUILTIN_SCHEDULES
+from ..mgt_core.sampling.schedules import BUILTIN_SCHEDULES, COUNT_SCHEDULES
 from . import bridge
+from .class_label import ClassLabels
 from .types import MGTConditioning, MGTModel, MGTTokens, ModelHandle, Tokens
 
 CUSTOM = "custom"
+MODEL_DEFAULT = "model default"
+SCHEDULES = [*BUILTIN_SCHEDULES, *COUNT_SCHEDULES, MODEL_DEFAULT, CUSTOM]
 
 
 class MGTSampler(io.ComfyNode):
@@ -30,23 +35,29 @@ class MGTSampler(io.ComfyNode):
                         "Design Choices for Inference of High-Resolution Masked Generative Transformer' as switches.",
             inputs=[
                 MGTModel.Input("model", tooltip="From MGT Model Loader (or MGT TomeMGT)."),
-                MGTConditioning.Input("positive", tooltip="MGT Text Encode of the prompt."),
-                MGTConditioning.Input("negative", tooltip="MGT Text Encode of the negative prompt (the CFG "
-                                      "unconditional branch); Meissonic's scripts use their long negative prompt."),
+                MGTConditioning.Input("positive", tooltip="MGT Text Encode of the prompt, or MGT Class Label for a "
+                                      "class-conditional MaskGIT model."),
+                MGTConditioning.Input("negative", optional=True,
+                                      tooltip="MGT Text Encode of the negative prompt (the CFG unconditional branch; "
+                                              "required for text models); Meissonic's scripts use their long negative "
+                                              "prompt. MaskGIT models need none: their unconditional branch is the "
+                                              "class-dropped input."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of every random draw of the run (token draws, Gumbel noise, NR noise)."),
                 io.Int.Input("steps", default=64, min=1, max=512,
                              tooltip="Sampling steps T: Meissonic 64, Monetico 48, the demo model 16."),
                 io.Float.Input("cfg", default=9.0, min=0.0, max=50.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance on the logits (on when > 1): Meissonic and Monetico "
-                                       "9; the demo model 3."),
+                                       "9; the demo model 3. MaskGIT: the scale 1 + w of (1 + w) l_c - w l_u (v1 "
+                                       "256 px w = 3, so 4; v1 ramps w from 0 over the run, Halton keeps it)."),
                 io.Int.Input("width", default=1024, min=16, max=4096, step=16,
                              tooltip="Meissonic 1024 (multiple of 32), Monetico 512 (multiple of 16), demo 256."),
                 io.Int.Input("height", default=1024, min=16, max=4096, step=16, tooltip="See width."),
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Images per prompt."),
-                io.Combo.Input("schedule", options=[*BUILTIN_SCHEDULES, CUSTOM], default="cosine",
+                io.Combo.Input("schedule", options=SCHEDULES, default="cosine",
                                tooltip="Mask schedule (how many tokens stay masked after each step). cosine is "
-                                       "Meissonic's; 'custom' uses custom_schedule."),
+                                       "Meissonic's; v1_arccos (MaskGIT v1) and halton are the MaskGIT samplers' own "
+                                       "count rules; 'model default' picks the model's; 'custom' uses custom_schedule."),
                 io.Boolean.Input("noise_regularization", default=False,
                                  tooltip="Noise regularization: Gaussian noise on the logits, strong at the start and "
                                          "end (2|cos(pi t/(T-1))|). More diverse, less over-confident. Free."),
@@ -88,17 +99,32 @@ class MGTSampler(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, model: ModelHandle, positive: TextConditioning, negative: TextConditioning, seed: int, steps: int,
+        cls, model: ModelHandle, positive: TextConditioning, seed: int, steps: int,
         cfg: float, width: int, height: int, batch_size: int, schedule: str, noise_regularization: bool,
-        differential_sampling: bool, z_sampling: bool, init_tokens: Tokens | None = None, denoise: float = 1.0,
+        differential_sampling: bool, z_sampling: bool, negative: TextConditioning | None = None,
+        init_tokens: Tokens | None = None, denoise: float = 1.0,
         custom_schedule: str = "", temperature_start: float = 2.0, temperature_end: float = 0.0,
         nr_amplitude: float = 2.0, nr_shape: str = "abs_cos", ds_fraction: float = 0.75, z_inversion_cfg: float = 0.0,
         z_start: int = 0, z_stop: int = -1,
     ) -> io.NodeOutput:
         if schedule == CUSTOM and not custom_schedule.strip():
             raise MGTInputError("schedule is 'custom' but custom_schedule is empty")
+        choices = dict(
+            noise_regularization=noise_regularization and {"amplitude": nr_amplitude, "shape": nr_shape},
+            differential_sampling=differential_sampling and {"fraction": ds_fraction},
+            z_sampling=z_sampling and {"inversion_cfg": z_inversion_cfg, "start": z_start,
+                                       "stop": None if z_stop < 0 else z_stop},
+        )
+        sched = custom_schedule if schedule == CUSTOM else schedule
+        if isinstance(model.info, MaskGITInfo):
+            return cls.sample_maskgit(model, positive, seed, steps, cfg, width, height, batch_size, sched, choices,
+                                      init_tokens, denoise)
+        if negative is None:
+            raise MGTInputError("connect a negative conditioning (MGT Text Encode, empty text is fine) for a text model")
+        if isinstance(positive, ClassLabels):
+            raise MGTInputError(f"{model.info.name} is a text-to-image model: connect MGT Text Encode, not MGT Class Label")
         settings = make_settings(
-            steps=steps, guidance_scale=cfg, schedule=custom_schedule if schedule == CUSTOM else schedule,
+            steps=steps, guidance_scale=cfg, schedule="cosine" if sched == MODEL_DEFAULT else sched,
             temperature=(temperature_start, temperature_end),
             noise_regularization=noise_regularization and {"amplitude": nr_amplitude, "shape": nr_shape},
             differential_sampling=differential_sampling and {"fraction": ds_fraction},
@@ -128,3 +154,39 @@ class MGTSampler(io.ComfyNode):
                                     start=start, callback=callback)
         tokens = result.tokens.view(-1, *grid).cpu()
         return io.NodeOutput(Tokens(tokens, model.info.vq_factor))
+
+    @classmethod
+    def sample_maskgit(cls, model: ModelHandle, positive, seed: int, steps: int, cfg: float, width: int, height: int,
+                       batch_size: int, schedule: str, choices: dict, init_tokens: Tokens | None,
+                       denoise: float) -> io.NodeOutput:
+        """Class-conditional MaskGIT v1 / Halton: the family's own sampler with these design choices."""
+        info = model.info
+        if not isinstance(positive, ClassLabels):
+            raise MGTInputError(f"{info.name} is class-conditional: connect MGT Class Label to positive")
+        if model.tome:
+            raise MGTInputError("TomeMGT merges tokens in Meissonic's dual-stream blocks, which MaskGIT models do not "
+                                "have: remove MGT TomeMGT for this model")
+        pipe = MaskGITPipeline(transformer=model.patcher.model.module, vq=None, info=info)
+        if init_tokens is not None:
+            height, width = init_tokens.image_size
+        side = pipe.grid[0] * info.vq_factor, pipe.grid[1] * info.vq_factor
+        if (height, width) != side:
+            raise MGTInputError(f"{info.name} generates {side[1]}x{side[0]} images only (learned positions); "
+                                f"set width and height to {side[1]} and {side[0]}")
+        labels = pipe.class_table.indices(list(positive.repeat(batch_size).labels))
+        settings = pipe.sampler_settings(
+            steps=steps, cfg_w=max(0.0, cfg - 1.0), schedule=None if schedule == MODEL_DEFAULT else schedule,
+            **{k: v for k, v in choices.items() if v},
+        )
+        bridge.free_text_encoders()
+        bridge.use(model.patcher)
+        generator = torch.Generator(pipe.device).manual_seed(seed)
+        start = None
+        if init_tokens is not None:
+            start = start_from_tokens(init_tokens.tokens, init_tokens.token_mask, settings.steps, denoise,
+                                      settings.schedule, len(labels), pipe.mask_id, generator)
+        todo = settings.steps - (start.first_step if start else 0)
+        node_id = cls.hidden.unique_id if getattr(cls, "hidden", None) else None
+        callback = bridge.step_callback(node_id, todo, pipe.grid, model.vq)
+        result = pipe.sample_tokens(labels, settings, generator, start=start, callback=callback)
+        return io.NodeOutput(Tokens(result.tokens.view(-1, *pipe.grid).cpu(), info.vq_factor))

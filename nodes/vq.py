@@ -24,7 +24,8 @@ class MGTVQDecode(io.ComfyNode):
                 MGTTokens.Input("tokens", tooltip="From MGT Sampler or MGT VQ Encode."),
                 io.Boolean.Input("tiled", default=False,
                                  tooltip="Decode the high-resolution part in tiles: same image (to float rounding), "
-                                         "a fraction of the peak memory, a few times slower. For 1024 px on small GPUs."),
+                                         "a fraction of the peak memory, a few times slower. For 1024 px on small GPUs "
+                                         "(Meissonic's VQ; MaskGIT VQGANs decode whole)."),
             ],
             outputs=[io.Image.Output(display_name="image")],
         )
@@ -34,7 +35,10 @@ class MGTVQDecode(io.ComfyNode):
         model = bridge.use(vq.patcher)
         with torch.inference_mode():
             ids = tokens.tokens.to(model.post_quant_conv.weight.device)
-            img = model.decode_tiled(ids) if tiled else model.decode(ids)
+            if not hasattr(model, "decode_tiled"):  # MaskGIT's VQGAN: clamp to the codebook as its samplers do
+                img = model.decode(ids.clamp(0, model.codebook_size - 1))
+            else:
+                img = model.decode_tiled(ids) if tiled else model.decode(ids)
         return io.NodeOutput(bridge.intermediate(images_to_tensor(img)))
 
 
