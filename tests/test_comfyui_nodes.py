@@ -16,10 +16,12 @@ SOCKETS = {
     "MGTModelLoader": ([], ["MGT_MODEL", "MGT_TEXT_ENCODER", "MGT_VQ"]),
     "MGTModelLoaderFiles": ([], ["MGT_MODEL", "MGT_TEXT_ENCODER", "MGT_VQ"]),
     "MGTTextEncode": (["MGT_TEXT_ENCODER"], ["MGT_CONDITIONING"]),
-    "MGTSampler": (["MGT_MODEL", "MGT_CONDITIONING", "MGT_CONDITIONING"], ["MGT_TOKENS"]),
+    "MGTSampler": (["MGT_MODEL", "MGT_CONDITIONING"], ["MGT_TOKENS"]),  # negative is optional (MaskGIT needs none)
     "MGTVQDecode": (["MGT_VQ", "MGT_TOKENS"], ["IMAGE"]),
     "MGTVQEncode": (["MGT_VQ", "IMAGE"], ["MGT_TOKENS"]),
     "MGTTomeMGT": (["MGT_MODEL"], ["MGT_MODEL"]),
+    "MGTClassLabel": ([], ["MGT_CONDITIONING"]),
+    "MGTMaskGITLoaderFiles": ([], ["MGT_MODEL", "MGT_TEXT_ENCODER", "MGT_VQ"]),
 }
 
 

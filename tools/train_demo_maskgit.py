@@ -249,6 +249,207 @@ def part_transformer(a) -> None:
             save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed + time.time() - t0, "arch": ARCH}, ckpt)
 
 
+# ----------------------------------------------------------------------------------------------
+# Stage 3: the taming VQGAN, distilled to the codebook (decoder: codes -> centroid patches;
+# encoder: patches -> codes), on random token crops of fresh class scenes.
+
+VQ_CONFIG = {
+    "layout": "taming", "ch": 32, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 0, "z_channels": 64, "embed_dim": 32,
+    "n_embed": CODEBOOK, "attn_resolutions": [], "resolution": 256, "in_channels": 3, "out_ch": 3, "l2_norm": False,
+    "codebook_used": 0,
+}
+"""taming's VQGAN at reduced width: factor 16 (5 levels), GroupNorm(32) so every width is a multiple of 32;
+attention only in the middle block (taming always has it there)."""
+VQ_PARTS = {"decoder": ("post_quant_conv.", "decoder."), "encoder": ("encoder.", "quant_conv.")}
+
+
+def code_embeddings(book: torch.Tensor, dim: int) -> torch.Tensor:
+    """[K, dim]: the centroid patches on their top principal axes, whitened (similar codes, similar vectors)."""
+    centred = book - book.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    e = centred @ v[:dim].T
+    return e / e.std(0)
+
+
+def new_vq(book: torch.Tensor):
+    from mgt_core.models.vq.vqgan import VQGAN
+
+    vq = VQGAN.from_config(VQ_CONFIG)
+    with torch.no_grad():
+        vq.quantize.embedding.weight.copy_(code_embeddings(book, VQ_CONFIG["embed_dim"]))
+    return vq
+
+
+def crops(rng: np.random.Generator, n: int, book: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random size x size token crops: images [n, 3, 16s, 16s] in [0, 1] and their codes [n, s, s]."""
+    images = C.render_classes(rng.integers(0, len(C.CLASSES), n), rng)
+    codes = tokenize(images, book)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+    r, c = rng.integers(0, GRID - size + 1, n), rng.integers(0, GRID - size + 1, n)
+    xs = torch.stack([x[i, :, r[i] * PATCH : (r[i] + size) * PATCH, c[i] * PATCH : (c[i] + size) * PATCH] for i in range(n)])
+    cs = torch.stack([codes[i, r[i] : r[i] + size, c[i] : c[i] + size] for i in range(n)])
+    return xs, cs
+
+
+def vq_loss(vq, part: str, x: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, float]:
+    if part == "decoder":
+        y = vq.decoder(vq.post_quant_conv(vq.quantize.lookup(codes)))
+        err = y - (x * 2 - 1)
+        obj = ((x - x[:, :, :1, :1]).abs().sum(1, keepdim=True) > 0.06).float()
+        w = 1 + 2 * obj
+        return (w * (err.abs() + err * err)).mean() / w.mean(), err.abs().mean().item() / 2
+    z = vq.quant_conv(vq.encoder(x * 2 - 1)).permute(0, 2, 3, 1).reshape(-1, VQ_CONFIG["embed_dim"])
+    e = vq.quantize.embedding.weight
+    logits = 2 * z @ e.T - (e * e).sum(1)[None] - (z * z).sum(1, keepdim=True)
+    target = codes.reshape(-1)
+    return F.cross_entropy(logits, target), (logits.argmax(1) == target).float().mean().item()
+
+
+def part_vq(a) -> None:
+    out = Path(a.out)
+    book = torch.load(out / "codebook.pt")
+    ckpt = out / f"{a.part}.pt"
+    torch.manual_seed(a.seed)
+    vq = new_vq(book)
+    params = [p for n, p in vq.named_parameters() if n.startswith(VQ_PARTS[a.part])]
+    opt = torch.optim.Adam(params, lr=a.lr)
+    step, elapsed = 0, 0.0
+    if ckpt.exists():
+        st = torch.load(ckpt)
+        vq.load_state_dict(st["model"], strict=False)
+        opt.load_state_dict(st["opt"])
+        step, elapsed = st["step"], st["elapsed"]
+        print(f"resumed at step {step}", flush=True)
+    rng = np.random.default_rng([a.seed, 1 + (a.part == "encoder"), step])
+    t0 = time.time()
+    while step < a.steps:
+        x, codes = crops(rng, a.batch, book, a.crop)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, a.lr, a.warmup, a.steps)
+        loss, metric = vq_loss(vq, a.part, x, codes)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % a.log_every == 0 or step == a.steps:
+            now = elapsed + time.time() - t0
+            name = "mae" if a.part == "decoder" else "code_acc"
+            print(f"step {step} loss {loss.item():.4f} {name} {metric:.4f} {now:.0f}s", flush=True)
+            append_csv(out / f"{a.part}_log.csv", {"step": step, "loss": round(loss.item(), 5), name: round(metric, 4), "seconds": round(now)})
+        if step % a.save_every == 0 or step == a.steps:
+            state = {k: v for k, v in vq.state_dict().items() if k.startswith(VQ_PARTS[a.part])}
+            save_atomic({"model": state, "opt": opt.state_dict(), "step": step, "elapsed": elapsed + time.time() - t0}, ckpt)
+
+
+def load_vq(out: Path, book: torch.Tensor):
+    vq = new_vq(book)
+    for part in VQ_PARTS:
+        if (out / f"{part}.pt").exists():
+            vq.load_state_dict(torch.load(out / f"{part}.pt")["model"], strict=False)
+    return vq.eval()
+
+
+@torch.no_grad()
+def judge_vq(vq, book: torch.Tensor, n_per_class: int = 1) -> dict[str, dict[str, float]]:
+    """Judge ground-truth class scenes read back through the VQGAN: decode(codebook codes), decode(encode)."""
+    pairs = C.eval_classes(n_per_class)
+    imgs = np.stack([C.render_classes([y], np.random.default_rng(s))[0] for y, s in pairs])
+    codes = tokenize(imgs, book)
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div_(255)
+    res = {}
+    for via, ids in (("decode", codes), ("encode+decode", vq.encode(x))):
+        rec = (vq.decode(ids).permute(0, 2, 3, 1) * 255).round().byte().numpy()
+        res[via] = J.accuracy([J.judge(im, C.class_prompt(y)) for im, (y, _) in zip(rec, pairs, strict=True)])
+    res["code_acc"] = {"all": float((vq.encode(x) == codes).float().mean())}
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation: vanilla samples of every class, judged (decoded by the codebook or the trained VQGAN)
+
+
+def pack_transformer(state: dict):
+    from mgt_core.models.maskgit import MaskGITTransformer
+
+    cfg = transformer_config()
+    model = MaskGITTransformer.from_config(cfg)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def transformer_config() -> dict:
+    return {"family": "maskgit-v1", "input_size": GRID, "hidden_dim": ARCH["hidden_dim"], "depth": ARCH["depth"],
+            "heads": ARCH["heads"], "mlp_dim": ARCH["mlp_dim"], "codebook_size": CODEBOOK, "nclass": ARCH["nclass"]}
+
+
+DEMO_SAMPLER = {"steps": 12, "cfg_w": 3.0, "r_temp": 4.5, "sm_temp": 1.0}
+"""The demo's sampler defaults (v1 confidence sampler, arccos counts)."""
+
+
+@torch.no_grad()
+def sample_classes(model, labels: list[int], seeds: list[int], settings=None, batch: int = 20) -> torch.Tensor:
+    """Tokens [N, 16, 16] for (label, seed) pairs; each image seeded alone (batch-independent)."""
+    from mgt_core.models.maskgit import MaskGITDenoiser
+    from mgt_core.sampling.engine import sample
+    from mgt_core.sampling.maskgit import v1_settings
+    from mgt_core.sampling.partial import full_mask
+
+    settings = settings or v1_settings(steps=DEMO_SAMPLER["steps"], w=DEMO_SAMPLER["cfg_w"], r_temp=DEMO_SAMPLER["r_temp"])
+    out = []
+    for y, s in zip(labels, seeds, strict=True):
+        den = MaskGITDenoiser(model, [y])
+        res = sample(den, settings, full_mask(1, GRID * GRID, den.mask_id, "cpu"), torch.Generator().manual_seed(s))
+        out.append(res.tokens.view(1, GRID, GRID))
+    return torch.cat(out)
+
+
+def evaluate(a) -> None:
+    out = Path(a.out)
+    book = torch.load(out / "codebook.pt")
+    st = torch.load(out / "transformer.pt")
+    model = pack_transformer(st["model"])
+    pairs = C.eval_classes(a.eval_per_class)
+    t = time.time()
+    toks = sample_classes(model, [y for y, _ in pairs], [s for _, s in pairs])
+    imgs = decode(toks, book)
+    v = [J.judge(im, C.class_prompt(y)) for im, (y, _) in zip(imgs, pairs, strict=True)]
+    acc = J.accuracy(v)
+    print(f"step {st['step']}: vanilla judged on {len(v)} images ({time.time() - t:.0f} s):",
+          {k: round(x, 3) for k, x in acc.items()}, flush=True)
+    append_csv(out / "eval.csv", {"step": st["step"], "n": len(v), **{k: round(x, 4) for k, x in acc.items()}})
+
+
+DEMO_DIR = ROOT / "mgt_core" / "demo" / "maskgit-demo"
+
+
+def export(a) -> None:
+    """Write the demo folder (converted MaskGIT v1 layout, fp16 weights) and judge it end to end."""
+    from mgt_core.loading.maskgit import save_maskgit_folder
+
+    out = Path(a.out)
+    book = torch.load(out / "codebook.pt")
+    st = torch.load(out / "transformer.pt")
+    vq = load_vq(out, book)
+    steps = {p: torch.load(out / f"{p}.pt")["step"] for p in ("decoder", "encoder") if (out / f"{p}.pt").exists()}
+    defaults = {"sampler": "confidence", "steps": DEMO_SAMPLER["steps"], "cfg_w": DEMO_SAMPLER["cfg_w"],
+                "r_temp": DEMO_SAMPLER["r_temp"], "sm_temp": DEMO_SAMPLER["sm_temp"], "randomize": "linear",
+                "schedule": "arccos", "class_names": list(C.CLASS_NAMES)}
+    sources = {"trained_by": "tools/train_demo_maskgit.py", "transformer_steps": st["step"],
+               "transformer_seconds": round(st["elapsed"]), **{f"{k}_steps": v for k, v in steps.items()},
+               "classes": "mgt_core/demo/class_scenes.py (colour x shape, gray background)"}
+    save_maskgit_folder(DEMO_DIR, "maskgit-v1", transformer_config(), st["model"], vq.config.to_dict(), vq.state_dict(),
+                        dtype=torch.float16, defaults=defaults, sources=sources)
+    print(f"wrote {DEMO_DIR}")
+    from mgt_core import load_pipeline
+
+    pipe = load_pipeline(str(DEMO_DIR), dtype=torch.float32)
+    pairs = C.eval_classes(a.eval_per_class)
+    imgs = [(pipe(y, seed=s)[0].numpy() * 255).round().astype(np.uint8) for y, s in pairs]
+    acc = J.accuracy([J.judge(im, C.class_prompt(y)) for im, (y, _) in zip(imgs, pairs, strict=True)])
+    print("exported demo, vanilla, judged:", {k: round(x, 3) for k, x in acc.items()})
+    print("VQGAN read-back:", judge_vq(vq, book))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=("codebook", "transformer", "decoder"))
@@ -266,6 +467,8 @@ def main(argv=None) -> None:
     ap.add_argument("--drop", type=float, default=0.1)
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--save-every", type=int, default=100)
+    ap.add_argument("--eval-per-class", type=int, default=2)
+    ap.add_argument("--crop", type=int, default=4, help="token crop side for the VQGAN stages")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     Path(a.out).mkdir(parents=True, exist_ok=True)
@@ -273,6 +476,12 @@ def main(argv=None) -> None:
         part_codebook(a)
     elif a.part == "transformer":
         part_transformer(a)
+    elif a.part in VQ_PARTS:
+        part_vq(a)
+    if a.eval:
+        evaluate(a)
+    if a.export:
+        export(a)
 
 
 if __name__ == "__main__":
