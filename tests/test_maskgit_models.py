@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -235,3 +237,25 @@ def test_config_errors_name_the_problem():
     assert VQGANConfig.from_dict(taming_yaml) == VQGANConfig.from_dict(C.TAMING_VQGAN)
     llama_args = {"codebook_size": 16384, "codebook_embed_dim": 8}
     assert VQGANConfig.from_dict(llama_args) == VQGANConfig.from_dict(C.LLAMAGEN_VQ16)
+
+
+OFFICIAL = Path(__file__).resolve().parents[1] / ".cache" / "official"
+
+
+@pytest.mark.skipif(not (OFFICIAL / "halton" / "Network" / "transformer.py").is_file()
+                    or not (OFFICIAL / "maskgit-v1" / "Network" / "transformer.py").is_file(),
+                    reason="official sources not fetched (dev machines only; see tools/parity_official_maskgit.py)")
+def test_official_parity(capsys):
+    """Our classes against the official ones on random reduced weights (tools/parity_official_maskgit.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("parity_maskgit", OFFICIAL.parents[1] / "tools" / "parity_official_maskgit.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.transformers(OFFICIAL)
+    tool.vqgans(OFFICIAL)
+    r = tool.RESULTS
+    assert len(r) == 12 and r["LlamaGen VQ-16 encode ids differ"] == 0
+    assert all(v <= 1e-6 for k, v in r.items() if "transformer" in k and "float32" in k), r
+    assert all(v <= 2e-2 for k, v in r.items() if "transformer" in k), r
+    assert all(v <= 1e-4 for k, v in r.items() if "VQ" in k), r
