@@ -174,6 +174,9 @@ def test_plain_pickle_payload_is_refused(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="plain.pth: refused"):
         read_state_dict(path)
     assert not marker.exists()
+    with open(path, "rb") as f:  # control: the payload is real, an ordinary unpickler runs it
+        pickle.load(f)
+    assert marker.exists()
 
 
 def test_convert_round_trip_is_bit_exact(tmp_path):
