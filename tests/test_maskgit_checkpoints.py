@@ -240,6 +240,8 @@ def test_wrong_keys_and_shapes_name_file_key_and_size(tmp_path):
         load_maskgit_files(v1_path, v1_path, transformer_config=C.tiny_maskgit())
     l_path, _ = released_llamagen(tmp_path)
     assert convert_main([str(v1_path), str(l_path), str(tmp_path / "x")]) == 1
+    with pytest.raises(MGTLoadError, match="a llamagen VQGAN does not go with .*maskgit-v1.*taming"):
+        load_maskgit_files(v1_path, l_path, transformer_config=C.tiny_maskgit())
     with pytest.raises(MGTLoadError, match="hidden width 64 is not the released MaskGIT v1"):
         load_maskgit_files(v1_path, taming_path)
 

@@ -240,6 +240,18 @@ def _family_of(tcfg) -> str:
     return "halton" if isinstance(tcfg, HaltonConfig) else "maskgit-v1"
 
 
+PAIRS = {"maskgit-v1": "taming", "halton": "llamagen"}
+
+
+def check_kinds(tkind: str, tpath: str, vkind: str, vpath: str) -> None:
+    """v1 decodes with the taming VQGAN, Halton with LlamaGen VQ-16: refuse any other pairing early."""
+    if PAIRS[tkind] != vkind:
+        raise MGTLoadError(
+            f"{vpath}: a {vkind} VQGAN does not go with {tpath} ({tkind}), which decodes with the {PAIRS[tkind]} VQGAN "
+            "(MaskGIT v1: taming last.ckpt; Halton-MaskGIT: LlamaGen vq_ds16_c2i.pt)"
+        )
+
+
 def _check_pair(transformer: nn.Module, vq: VQGAN, source: str) -> None:
     if vq.codebook_size != transformer.config.codebook_size:
         raise MGTLoadError(
@@ -284,11 +296,12 @@ def load_maskgit_files(
 
     device, dtype, vdtype = _default_dtypes(device, dtype)
     tpath, vpath = os.fspath(transformer), os.fspath(vq)
+    tkind, tstate = load_state_file(tpath, FAMILIES)  # memory-mapped where possible: cheap until filled
     vkind, vstate = load_state_file(vpath, ("taming", "llamagen"))
+    check_kinds(tkind, tpath, vkind, vpath)
     vcfg = vq_config or infer_vq_config(vkind, {k: v.shape for k, v in vstate.items()}, vpath)
     vq_model = fill(build(vkind, vcfg), vstate, vpath, dtype=vdtype, device=device)
     del vstate
-    tkind, tstate = load_state_file(tpath, ("maskgit-v1", "halton"))
     tcfg = transformer_config or infer_transformer_config(tkind, {k: v.shape for k, v in tstate.items()}, tpath,
                                                           codebook_size=vq_model.codebook_size)
     model = fill(build(tkind, tcfg), tstate, tpath, dtype=dtype, device=device)
