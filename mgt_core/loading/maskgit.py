@@ -155,7 +155,9 @@ def fill(module: nn.Module, state: dict[str, torch.Tensor], source: str, *, dtyp
     if tied and not torch.equal(state[TIED], state["tok_emb.weight"]):
         raise MGTLoadError(f"{source}: head.weight differs from tok_emb.weight, but Halton-MaskGIT ties them")
     device = torch.device(device)
-    cast = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype, copy=True) for k, v in state.items()}
+    # no copy when dtype and device already match: safetensors reads are fresh tensors, and pickle tensors are
+    # memory-mapped (their pages load on first use and stay shareable with the page cache)
+    cast = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
     module.load_state_dict(cast, strict=True, assign=True)
     if tied:
         module.tie_weights()
