@@ -256,3 +256,20 @@ def test_convert_cli_subprocess(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "evil.pth: refused" in r.stderr and "exec" in r.stderr
     assert not marker.exists() and not (tmp_path / "o").exists()
+
+
+def test_save_folder_for_a_demo_model(tmp_path):
+    """The path a built-in model takes: ``save_maskgit_folder`` straight from live modules (tied
+    tensors included), index family "demo", its own sampler defaults overriding the family's."""
+    from mgt_core.loading.maskgit import save_maskgit_folder
+
+    m = _random(HaltonTransformer.from_config(C.tiny_halton()), 7)
+    v = _random(VQGAN.from_config(C.tiny_llamagen()), 8)
+    out = save_maskgit_folder(tmp_path / "demo", "demo", m.config.to_dict(), m.state_dict(), v.config.to_dict(),
+                              v.state_dict(), defaults={"steps": 12, "cfg_w": 1.5, "class_names": ["a", "b"]})
+    p = mgt_core.load_pipeline(out, dtype=torch.float32)
+    assert p.info.family == "demo" and p.info.sampler == "halton" and p.info.steps == 12 and p.info.cfg_w == 1.5
+    assert p.info.settings["class_names"] == ["a", "b"] and p.info.settings["sm_temp_max"] == 1.2
+    assert p.transformer.head.weight is p.transformer.tok_emb.weight
+    _assert_same_state(p.transformer, m)
+    _assert_same_state(p.vq, v)

@@ -2,9 +2,9 @@
 
 Converted folder (written by ``python -m mgt_core.convert``)::
 
-    maskgit_index.json          {"format": "mgt-maskgit", "version": 1, "family": "maskgit-v1" | "halton",
-                                 "defaults": {...sampler settings of the authors...}, "sources": {...}}
-    transformer/config.json     MaskGITConfig / HaltonConfig values (+ "family")
+    maskgit_index.json          {"format": "mgt-maskgit", "version": 1, "family": "maskgit-v1" | "halton" | "demo",
+                                 "defaults": {...sampler settings, override the family's...}, "sources": {...}}
+    transformer/config.json     MaskGITConfig / HaltonConfig values + "family" (the architecture: "maskgit-v1" | "halton")
     transformer/model.safetensors   the model state, original key names (Halton: the tied head stored once)
     vq/config.json              VQGANConfig values ("layout": "taming" | "llamagen")
     vq/model.safetensors        the VQGAN state, original key names (taming's loss.* dropped)
@@ -367,8 +367,10 @@ def save_maskgit_folder(
     defaults: dict | None = None,
     sources: dict | None = None,
 ) -> str:
-    """Write a converted folder. ``dtype`` None keeps the stored dtypes (bit-exact); Halton's tied
-    ``head.weight`` is stored once (safetensors cannot hold shared tensors) and re-tied on load."""
+    """Write a converted folder. ``family`` goes to the index (``"demo"`` for a built-in model; the
+    architecture is the transformer config's ``family``). ``dtype`` None keeps the stored dtypes
+    (bit-exact); Halton's tied ``head.weight`` is stored once (safetensors cannot hold shared
+    tensors) and re-tied on load."""
     from safetensors.torch import save_file
 
     out = os.fspath(out)
@@ -376,8 +378,8 @@ def save_maskgit_folder(
         os.makedirs(os.path.join(out, part), exist_ok=True)
         tensors = {}
         for k, v in state.items():
-            if part == "transformer" and family == "halton" and k == TIED:
-                continue
+            if part == "transformer" and k == TIED and "tok_emb.weight" in state and cfg.get("family") == "halton":
+                continue  # tied to tok_emb.weight (Halton): stored once
             if dtype is not None and v.is_floating_point() and k not in OPTIONAL:
                 v = v.to(dtype)
             tensors[k] = v.detach().to("cpu").contiguous()
