@@ -25,6 +25,7 @@ from .loading.maskgit import (
     FAMILIES,
     TIED,
     build,
+    check_kinds,
     config_dict,
     default_settings,
     detect_kind,
@@ -69,16 +70,15 @@ def convert(sources: list[str], out: str, *, dtype: torch.dtype | None = None, t
     if set(loaded) != {"transformer", "vq"}:
         raise MGTInputError(f"need one transformer and one VQGAN, got only {' and '.join(loaded)}")
     (tsrc, tkind, tstate), (vsrc, vkind, vstate) = loaded["transformer"], loaded["vq"]
+    check_kinds(tkind, tsrc, vkind, vsrc)
     vcfg = config_dict(vkind, vq_config or infer_vq_config(vkind, {k: v.shape for k, v in vstate.items()}, vsrc), vsrc)
     tcfg = transformer_config or infer_transformer_config(
         tkind, {k: v.shape for k, v in tstate.items()}, tsrc, codebook_size=vcfg["n_embed"]
     )
     tcfg = config_dict(tkind, tcfg, tsrc)
-    pair = {"maskgit-v1": "taming", "halton": "llamagen"}[tkind]
-    if vkind != pair or vcfg["n_embed"] != tcfg["codebook_size"]:
+    if vcfg["n_embed"] != tcfg["codebook_size"]:
         raise MGTLoadError(
-            f"{vsrc}: a {vkind} VQGAN with {vcfg['n_embed']} codes does not fit {tsrc} ({tkind}, codebook "
-            f"{tcfg['codebook_size']}; it pairs with the {pair} VQGAN)"
+            f"{vsrc}: a VQGAN with {vcfg['n_embed']} codes does not fit {tsrc}, which predicts {tcfg['codebook_size']}"
         )
     for src, kind, cfg, state in ((tsrc, tkind, tcfg, tstate), (vsrc, vkind, vcfg, vstate)):
         expected = {k: tuple(v.shape) for k, v in build(kind, cfg).state_dict().items()}

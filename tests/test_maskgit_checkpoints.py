@@ -174,6 +174,9 @@ def test_plain_pickle_payload_is_refused(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="plain.pth: refused"):
         read_state_dict(path)
     assert not marker.exists()
+    with open(path, "rb") as f:  # control: the payload is real, an ordinary unpickler runs it
+        pickle.load(f)
+    assert marker.exists()
 
 
 def test_convert_round_trip_is_bit_exact(tmp_path):
@@ -237,6 +240,8 @@ def test_wrong_keys_and_shapes_name_file_key_and_size(tmp_path):
         load_maskgit_files(v1_path, v1_path, transformer_config=C.tiny_maskgit())
     l_path, _ = released_llamagen(tmp_path)
     assert convert_main([str(v1_path), str(l_path), str(tmp_path / "x")]) == 1
+    with pytest.raises(MGTLoadError, match="a llamagen VQGAN does not go with .*maskgit-v1.*taming"):
+        load_maskgit_files(v1_path, l_path, transformer_config=C.tiny_maskgit())
     with pytest.raises(MGTLoadError, match="hidden width 64 is not the released MaskGIT v1"):
         load_maskgit_files(v1_path, taming_path)
 
@@ -251,3 +256,20 @@ def test_convert_cli_subprocess(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "evil.pth: refused" in r.stderr and "exec" in r.stderr
     assert not marker.exists() and not (tmp_path / "o").exists()
+
+
+def test_save_folder_for_a_demo_model(tmp_path):
+    """The path a built-in model takes: ``save_maskgit_folder`` straight from live modules (tied
+    tensors included), index family "demo", its own sampler defaults overriding the family's."""
+    from mgt_core.loading.maskgit import save_maskgit_folder
+
+    m = _random(HaltonTransformer.from_config(C.tiny_halton()), 7)
+    v = _random(VQGAN.from_config(C.tiny_llamagen()), 8)
+    out = save_maskgit_folder(tmp_path / "demo", "demo", m.config.to_dict(), m.state_dict(), v.config.to_dict(),
+                              v.state_dict(), defaults={"steps": 12, "cfg_w": 1.5, "class_names": ["a", "b"]})
+    p = mgt_core.load_pipeline(out, dtype=torch.float32)
+    assert p.info.family == "demo" and p.info.sampler == "halton" and p.info.steps == 12 and p.info.cfg_w == 1.5
+    assert p.info.settings["class_names"] == ["a", "b"] and p.info.settings["sm_temp_max"] == 1.2
+    assert p.transformer.head.weight is p.transformer.tok_emb.weight
+    _assert_same_state(p.transformer, m)
+    _assert_same_state(p.vq, v)

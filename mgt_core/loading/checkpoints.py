@@ -15,6 +15,7 @@ safetensors files (e.g. converted folders or LlamaGen's safetensors twin) are re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pickle
 import re
@@ -60,6 +61,18 @@ def _first_line(error: Exception) -> str:
     return (m.group(1) if m else text.splitlines()[0] if text else type(error).__name__).strip()
 
 
+@contextlib.contextmanager
+def _allowed_extra_globals():
+    """``safe_globals`` scopes the allowance to this call (torch >= 2.5); older torch lacks it and then
+    refuses files that store an ``argparse.Namespace`` (the refusal message says so)."""
+    scoped = getattr(torch.serialization, "safe_globals", None)
+    if scoped is None:
+        yield
+        return
+    with scoped(SAFE_EXTRA_GLOBALS):
+        yield
+
+
 def load_pickle(path: str | os.PathLike) -> object:
     """``torch.load(path, weights_only=True)`` on the CPU (memory-mapped when the format allows), with
     refusals and damaged files turned into :class:`MGTLoadError` naming the file."""
@@ -68,7 +81,7 @@ def load_pickle(path: str | os.PathLike) -> object:
         raise MGTLoadError(f"{path}: file not found")
     mmap = zipfile.is_zipfile(path)  # only the zip format can be memory-mapped; optimizer state then stays on disk
     try:
-        with torch.serialization.safe_globals(SAFE_EXTRA_GLOBALS):
+        with _allowed_extra_globals():
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise _refusal(path, e) from None

@@ -2,9 +2,9 @@
 
 Converted folder (written by ``python -m mgt_core.convert``)::
 
-    maskgit_index.json          {"format": "mgt-maskgit", "version": 1, "family": "maskgit-v1" | "halton",
-                                 "defaults": {...sampler settings of the authors...}, "sources": {...}}
-    transformer/config.json     MaskGITConfig / HaltonConfig values (+ "family")
+    maskgit_index.json          {"format": "mgt-maskgit", "version": 1, "family": "maskgit-v1" | "halton" | "demo",
+                                 "defaults": {...sampler settings, override the family's...}, "sources": {...}}
+    transformer/config.json     MaskGITConfig / HaltonConfig values + "family" (the architecture: "maskgit-v1" | "halton")
     transformer/model.safetensors   the model state, original key names (Halton: the tied head stored once)
     vq/config.json              VQGANConfig values ("layout": "taming" | "llamagen")
     vq/model.safetensors        the VQGAN state, original key names (taming's loss.* dropped)
@@ -155,7 +155,9 @@ def fill(module: nn.Module, state: dict[str, torch.Tensor], source: str, *, dtyp
     if tied and not torch.equal(state[TIED], state["tok_emb.weight"]):
         raise MGTLoadError(f"{source}: head.weight differs from tok_emb.weight, but Halton-MaskGIT ties them")
     device = torch.device(device)
-    cast = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype, copy=True) for k, v in state.items()}
+    # no copy when dtype and device already match: safetensors reads are fresh tensors, and pickle tensors are
+    # memory-mapped (their pages load on first use and stay shareable with the page cache)
+    cast = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
     module.load_state_dict(cast, strict=True, assign=True)
     if tied:
         module.tie_weights()
@@ -240,6 +242,18 @@ def _family_of(tcfg) -> str:
     return "halton" if isinstance(tcfg, HaltonConfig) else "maskgit-v1"
 
 
+PAIRS = {"maskgit-v1": "taming", "halton": "llamagen"}
+
+
+def check_kinds(tkind: str, tpath: str, vkind: str, vpath: str) -> None:
+    """v1 decodes with the taming VQGAN, Halton with LlamaGen VQ-16: refuse any other pairing early."""
+    if PAIRS[tkind] != vkind:
+        raise MGTLoadError(
+            f"{vpath}: a {vkind} VQGAN does not go with {tpath} ({tkind}), which decodes with the {PAIRS[tkind]} VQGAN "
+            "(MaskGIT v1: taming last.ckpt; Halton-MaskGIT: LlamaGen vq_ds16_c2i.pt)"
+        )
+
+
 def _check_pair(transformer: nn.Module, vq: VQGAN, source: str) -> None:
     if vq.codebook_size != transformer.config.codebook_size:
         raise MGTLoadError(
@@ -284,11 +298,12 @@ def load_maskgit_files(
 
     device, dtype, vdtype = _default_dtypes(device, dtype)
     tpath, vpath = os.fspath(transformer), os.fspath(vq)
+    tkind, tstate = load_state_file(tpath, FAMILIES)  # memory-mapped where possible: cheap until filled
     vkind, vstate = load_state_file(vpath, ("taming", "llamagen"))
+    check_kinds(tkind, tpath, vkind, vpath)
     vcfg = vq_config or infer_vq_config(vkind, {k: v.shape for k, v in vstate.items()}, vpath)
     vq_model = fill(build(vkind, vcfg), vstate, vpath, dtype=vdtype, device=device)
     del vstate
-    tkind, tstate = load_state_file(tpath, ("maskgit-v1", "halton"))
     tcfg = transformer_config or infer_transformer_config(tkind, {k: v.shape for k, v in tstate.items()}, tpath,
                                                           codebook_size=vq_model.codebook_size)
     model = fill(build(tkind, tcfg), tstate, tpath, dtype=dtype, device=device)
@@ -352,8 +367,10 @@ def save_maskgit_folder(
     defaults: dict | None = None,
     sources: dict | None = None,
 ) -> str:
-    """Write a converted folder. ``dtype`` None keeps the stored dtypes (bit-exact); Halton's tied
-    ``head.weight`` is stored once (safetensors cannot hold shared tensors) and re-tied on load."""
+    """Write a converted folder. ``family`` goes to the index (``"demo"`` for a built-in model; the
+    architecture is the transformer config's ``family``). ``dtype`` None keeps the stored dtypes
+    (bit-exact); Halton's tied ``head.weight`` is stored once (safetensors cannot hold shared
+    tensors) and re-tied on load."""
     from safetensors.torch import save_file
 
     out = os.fspath(out)
@@ -361,8 +378,8 @@ def save_maskgit_folder(
         os.makedirs(os.path.join(out, part), exist_ok=True)
         tensors = {}
         for k, v in state.items():
-            if part == "transformer" and family == "halton" and k == TIED:
-                continue
+            if part == "transformer" and k == TIED and "tok_emb.weight" in state and cfg.get("family") == "halton":
+                continue  # tied to tok_emb.weight (Halton): stored once
             if dtype is not None and v.is_floating_point() and k not in OPTIONAL:
                 v = v.to(dtype)
             tensors[k] = v.detach().to("cpu").contiguous()

@@ -38,6 +38,8 @@ class HaltonConfig:
 
     @classmethod
     def from_dict(cls, config: dict, source: str = "transformer/config.json") -> HaltonConfig:
+        if config.get("family", "halton") != "halton":
+            raise MGTLoadError(f"{source}: family {config['family']!r} is not a Halton-MaskGIT config")
         names = {f.name for f in fields(cls)}
         unknown = [k for k in config if k not in names and not k.startswith("_") and k not in ("family", "size")]
         if unknown:

@@ -32,6 +32,8 @@ class MaskGITConfig:
 
     @classmethod
     def from_dict(cls, config: dict, source: str = "transformer/config.json") -> MaskGITConfig:
+        if config.get("family", "maskgit-v1") != "maskgit-v1":
+            raise MGTLoadError(f"{source}: family {config['family']!r} is not a MaskGIT v1 config")
         values = dict(config)
         if "f_factor" in values and "input_size" not in values:
             values["input_size"] = values.pop("f_factor")
