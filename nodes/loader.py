@@ -60,7 +60,7 @@ def handles(pipe):
     if isinstance(pipe, MaskGITPipeline):  # class-conditional: no text encoder (MGT Class Label conditions it)
         return io.NodeOutput(ModelHandle(bridge.wrap(pipe.transformer, "transformer"), pipe.info, vq), None, vq)
     model = ModelHandle(bridge.wrap(pipe.transformer, "transformer"), pipe.info, vq)
-    text = TextEncoderHandle(bridge.wrap(pipe.text_encoder, "text"), pipe.tokenizer) if pipe.text_encoder is not None else None
+    text = TextEncoderHandle(bridge.wrap(pipe.text_encoder, "text"), pipe.tokenizer, pipe.info) if pipe.text_encoder is not None else None
     return io.NodeOutput(model, text, vq)
 
 
