@@ -101,3 +101,15 @@ def test_own_class_names_from_the_folder(tmp_path):
     assert pipe(["thing 3"], seed=0).shape[0] == 1
     with pytest.raises(MGTInputError, match="close matches: 'thing 3'"):
         pipe("thing 33")
+
+
+def test_vqgan_norm_groups_option_keeps_keys_and_default_configs():
+    base = {**C.tiny_taming()}
+    a, b = VQGAN.from_config(base), VQGAN.from_config({**base, "norm_groups": 1})
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    groups = {m.num_groups for m in b.modules() if isinstance(m, torch.nn.GroupNorm)}
+    assert groups == {1} and {m.num_groups for m in a.modules() if isinstance(m, torch.nn.GroupNorm)} == {32}
+    assert "norm_groups" not in a.config.to_dict() and b.config.to_dict()["norm_groups"] == 1
+    b.load_state_dict(a.state_dict())
+    ids = torch.randint(0, 16, (1, 4, 4))
+    assert not torch.allclose(a.decode(ids), b.decode(ids))  # the groups change the computation, not the weights

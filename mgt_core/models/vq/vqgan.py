@@ -43,6 +43,9 @@ class VQGANConfig:
     out_ch: int = 3
     l2_norm: bool = False
     codebook_used: int = 0  # length of LlamaGen's ``quantize.codebook_used`` buffer (0: none)
+    norm_groups: int = 32
+    """GroupNorm groups (both releases: 32). The built-in maskgit-demo uses 1: per-channel normalisation of a
+    32-wide decoder erases flat colours. Same keys and shapes either way."""
 
     @classmethod
     def from_dict(cls, config: dict, source: str = "vq/config.json") -> VQGANConfig:
@@ -82,6 +85,8 @@ class VQGANConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["ch_mult"], d["attn_resolutions"] = list(self.ch_mult), list(self.attn_resolutions)
+        if self.norm_groups == 32:
+            del d["norm_groups"]  # the releases' value: configs stay as they were
         return d
 
     def validate(self, source: str = "config") -> None:
@@ -89,9 +94,9 @@ class VQGANConfig:
             raise MGTLoadError(f"{source}: layout {self.layout!r} is not one of {LAYOUTS}")
         if not self.ch_mult or min(self.ch_mult) < 1:
             raise MGTLoadError(f"{source}: ch_mult {list(self.ch_mult)} must be a non-empty list of positive ints")
-        bad = [self.ch * m for m in self.ch_mult if (self.ch * m) % 32]
-        if bad:
-            raise MGTLoadError(f"{source}: channels {bad} are not multiples of 32 (GroupNorm has 32 groups)")
+        bad = [self.ch * m for m in self.ch_mult if (self.ch * m) % self.norm_groups]
+        if self.norm_groups < 1 or bad:
+            raise MGTLoadError(f"{source}: channels {bad} are not multiples of {self.norm_groups} (GroupNorm groups)")
 
     @property
     def factor(self) -> int:
@@ -309,6 +314,10 @@ class VQGAN(nn.Module):
         self.quantize = Quantizer(config)
         self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
         self.decoder = Decoder(config)
+        if config.norm_groups != 32:
+            for m in self.modules():
+                if isinstance(m, nn.GroupNorm):
+                    m.num_groups = config.norm_groups
 
     @classmethod
     def from_config(cls, config: dict | VQGANConfig) -> VQGAN:
