@@ -45,8 +45,8 @@ class NoiseRegularization:
         return self.amplitude * unit
 
     def __call__(self, logits: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        sigma = self.sigma(ctx.t, ctx.steps)
-        if float(sigma) == 0.0:
+        sigma = float(self.sigma(ctx.t, ctx.steps))  # the fp32 value as a host float: no device copy per step
+        if sigma == 0.0:
             return logits
         g = ctx.generator
         # The reference calls randn_like on the [B, L, K] view of channel-first logits, and the fill
@@ -55,4 +55,4 @@ class NoiseRegularization:
         device = g.device if g is not None else logits.device
         noise = torch.empty_strided((b, length, k), (k * length, 1, length), dtype=logits.dtype, device=device)
         noise.normal_(generator=g)
-        return logits + sigma.to(logits.device) * noise.to(logits.device)
+        return logits + sigma * noise.to(logits.device)
