@@ -7,6 +7,7 @@ from comfy_api.latest import io
 from ..mgt_core.loading.pipeline import REFERENCE_NEGATIVE_PROMPT
 from ..mgt_core.models.text import encode_text
 from . import bridge
+from .compat import ADVANCED
 from .types import MGTConditioning, MGTTextEncoder, TextEncoderHandle
 
 
@@ -24,7 +25,7 @@ class MGTTextEncode(io.ComfyNode):
                 io.String.Input("text", multiline=True, default="",
                                 tooltip="The prompt. For the negative branch of CFG, encode a negative prompt with a "
                                         "second node (empty text is allowed)."),
-                io.Boolean.Input("reference_negative", default=False, optional=True, advanced=True,
+                io.Boolean.Input("reference_negative", default=False, optional=True, **ADVANCED,
                                  tooltip="Append the official scripts' negative prompt (\"worst quality, low quality, "
                                          "... identifying mark\") to the text; for the negative branch with Meissonic."),
             ],

@@ -14,6 +14,7 @@ from ..mgt_core.sampling.noise_reg import SHAPES
 from ..mgt_core.sampling.partial import start_from_tokens
 from ..mgt_core.sampling.schedules import BUILTIN_SCHEDULES
 from . import bridge
+from .compat import ADVANCED
 from .types import MGTConditioning, MGTModel, MGTTokens, ModelHandle, Tokens
 
 CUSTOM = "custom"
@@ -61,25 +62,25 @@ class MGTSampler(io.ComfyNode):
                                         "overrides width/height."),
                 io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01, optional=True,
                                tooltip="With init_tokens: the share of steps that run (img2img strength)."),
-                io.String.Input("custom_schedule", default="", optional=True, advanced=True,
+                io.String.Input("custom_schedule", default="", optional=True, **ADVANCED,
                                 tooltip="When schedule is 'custom': an expression of r in (0, 1] such as "
                                         "cos(pi/2*r**1.5), a comma list of T fractions or counts, pow<k> or cospow:a,b."),
-                io.Float.Input("temperature_start", default=2.0, min=0.0, max=20.0, step=0.1, optional=True, advanced=True,
+                io.Float.Input("temperature_start", default=2.0, min=0.0, max=20.0, step=0.1, optional=True, **ADVANCED,
                                tooltip="Gumbel temperature of the confidence ranking at the first step (reference 2)."),
-                io.Float.Input("temperature_end", default=0.0, min=0.0, max=20.0, step=0.1, optional=True, advanced=True,
+                io.Float.Input("temperature_end", default=0.0, min=0.0, max=20.0, step=0.1, optional=True, **ADVANCED,
                                tooltip="Gumbel temperature at the last step (reference 0)."),
-                io.Float.Input("nr_amplitude", default=2.0, min=0.0, max=10.0, step=0.05, optional=True, advanced=True,
+                io.Float.Input("nr_amplitude", default=2.0, min=0.0, max=10.0, step=0.05, optional=True, **ADVANCED,
                                tooltip="Noise regularization amplitude A (reference 2)."),
-                io.Combo.Input("nr_shape", options=list(SHAPES), default="abs_cos", optional=True, advanced=True,
+                io.Combo.Input("nr_shape", options=list(SHAPES), default="abs_cos", optional=True, **ADVANCED,
                                tooltip="Noise regularization shape over the run (reference abs_cos)."),
-                io.Float.Input("ds_fraction", default=0.75, min=0.0, max=1.0, step=0.05, optional=True, advanced=True,
+                io.Float.Input("ds_fraction", default=0.75, min=0.0, max=1.0, step=0.05, optional=True, **ADVANCED,
                                tooltip="Differential sampling: share of tokens, those that changed least, sampled "
                                        "from the change (reference 0.75)."),
-                io.Float.Input("z_inversion_cfg", default=0.0, min=0.0, max=50.0, step=0.1, optional=True, advanced=True,
+                io.Float.Input("z_inversion_cfg", default=0.0, min=0.0, max=50.0, step=0.1, optional=True, **ADVANCED,
                                tooltip="Z-Sampling: guidance of the re-masking pass (0 = negative prompt only)."),
-                io.Int.Input("z_start", default=0, min=0, max=512, optional=True, advanced=True,
+                io.Int.Input("z_start", default=0, min=0, max=512, optional=True, **ADVANCED,
                              tooltip="Z-Sampling: first step that zig-zags."),
-                io.Int.Input("z_stop", default=-1, min=-1, max=512, optional=True, advanced=True,
+                io.Int.Input("z_stop", default=-1, min=-1, max=512, optional=True, **ADVANCED,
                              tooltip="Z-Sampling: first step that no longer zig-zags (-1: the last step)."),
             ],
             outputs=[MGTTokens.Output(display_name="tokens")],
