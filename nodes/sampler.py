@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from ..mgt_core.accel.compile import enable_compile
 from ..mgt_core.accel.context import shared_clone
 from ..mgt_core.accel.tome import apply_tome
 from ..mgt_core.errors import MGTInputError
@@ -123,8 +124,12 @@ class MGTSampler(io.ComfyNode):
         todo = settings.steps - (start.first_step if start else 0)
         node_id = cls.hidden.unique_id if getattr(cls, "hidden", None) else None
         callback = bridge.step_callback(node_id, todo, grid, model.vq)
-        if model.tome:  # on a weight-sharing copy: the loaded model itself is never patched
-            pipe.transformer = apply_tome(shared_clone(pipe.transformer), seed=seed, **model.tome)
+        if model.tome or model.compile:  # on a weight-sharing copy: the loaded model itself is never patched
+            pipe.transformer = shared_clone(pipe.transformer)
+        if model.tome:
+            apply_tome(pipe.transformer, seed=seed, **model.tome)
+        if model.compile:  # compiled code is cached process-wide: the per-run copy reuses it
+            enable_compile(pipe.transformer)  # logs why where no compiler can run, and stays eager
         result = pipe.sample_tokens(cond, uncond, settings, height=height, width=width, generator=generator,
                                     start=start, callback=callback)
         tokens = result.tokens.view(-1, *grid).cpu()
