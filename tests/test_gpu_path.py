@@ -195,3 +195,36 @@ def test_sampler_loop_makes_no_host_sync(tome):
             result = sampler.run(full_mask(1, 64, model.mask_token_id, "meta"))
     assert result.tokens.device.type == "meta" and result.model_calls == 3 * 6 - 2
     assert rec.hits == []
+
+
+# ----------------------------------------------------------------------------------------------
+# The device suite
+
+
+def test_gpu_suite_tiny_runs_every_row_and_writes_json(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_suite.py"
+    spec = importlib.util.spec_from_file_location("gpu_suite", path)
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    out = tmp_path / "figures.json"
+    result = suite.main(["--tiny", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    figures = {r["figure"]: r for r in result["rows"]}
+    expected = [
+        "one CFG forward (batch 2), eager", "one CFG forward, compiled per block", "vanilla, s / image, compiled per block",
+        "masked Z-Sampling, s / image, compiled", "sampler work per step without the model (vanilla)",
+        "TomeMGT 0.5 dual: forward vs plain, eager", "TomeMGT 0.5 + single-stream: forward vs plain, both compiled",
+        "TomeMGT 0.5 + single: generation vs plain, eager", "SCQ W4A8: forward vs float32, eager",
+        "SCQ W8: forward vs float32, both compiled", "VQ decode 32^2: tiled vs whole",
+    ]
+    for name in expected:
+        row = figures[name]
+        assert row["ours"] is not None and row["ours"] > 0, name
+        if row["baseline"] is not None:
+            assert row["speedup"] == pytest.approx(row["baseline"] / row["ours"])
+    assert "recompiles on new timesteps: 0" in figures["one CFG forward, compiled per block"]["note"]
+    assert result["env"]["device"] == "cpu" and result["env"]["steps"] == 4
