@@ -10,8 +10,9 @@ from mgt_testing import randomize
 from torch._dynamo.utils import counters
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from mgt_core.accel import cfg_branches, shared_clone
 from mgt_core.accel import compile as C
-from mgt_core.accel import shared_clone
+from mgt_core.accel import quant as Q
 from mgt_core.accel.tome import apply_tome, tome_generation
 from mgt_core.models.configs import tiny_transformer
 from mgt_core.models.meissonic.denoiser import MeissonicDenoiser
@@ -228,3 +229,108 @@ def test_gpu_suite_tiny_runs_every_row_and_writes_json(tmp_path):
             assert row["speedup"] == pytest.approx(row["baseline"] / row["ours"])
     assert "recompiles on new timesteps: 0" in figures["one CFG forward, compiled per block"]["note"]
     assert result["env"]["device"] == "cpu" and result["env"]["steps"] == 4
+
+
+# ----------------------------------------------------------------------------------------------
+# SCQ fast path: W4A8 as one FP8 e4m3 matmul with the calibrated static activation scales
+
+
+@pytest.fixture
+def fp8_forced():
+    """Run the FP8 path on the CPU (``torch._scaled_mm`` has CPU kernels in this torch)."""
+    Q.FAST_PATHS["force"] = True
+    try:
+        yield
+    finally:
+        Q.FAST_PATHS["force"] = False
+
+
+def calibrated_layer(seed=0, k=64, n=48, mode="w4a8"):
+    g = torch.Generator().manual_seed(seed)
+    lin = torch.nn.Linear(k, n)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(n, k, generator=g) * k**-0.5)
+        lin.bias.copy_(torch.randn(n, generator=g) * 0.1)
+    bits, act = Q.MODES[mode]
+    layer = Q.QuantLinear.from_linear(lin, bits, 16, act).eval()
+    if act:
+        calib = torch.cat([torch.randn(1, 40, k, generator=g) * 0.5, torch.randn(1, 40, k, generator=g) * 2.0])
+        layer._observers = (Q._Observer(0.9), Q._Observer(0.9))
+        with torch.no_grad(), cfg_branches("both"):
+            layer(calib)
+        obs, layer._observers = layer._observers, None
+        layer.input_scale.copy_(obs[0].value / 127)
+        layer.output_scale.copy_(obs[1].value / 127)
+        layer.act = Q.ACT_INT8
+    x = torch.cat([torch.randn(1, 40, k, generator=g) * 0.5, torch.randn(1, 40, k, generator=g) * 2.0])
+    return layer, x
+
+
+def rel(a, b):
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fp8_layer_matches_the_dequantized_reference(fp8_forced, dtype):
+    layer, x = calibrated_layer()
+    layer.to(dtype)
+    x = x.to(dtype)
+    assert layer.fast_path(x) == "fp8"
+    with torch.no_grad(), cfg_branches("both"):
+        fast = layer(x)
+        Q.FAST_PATHS["force"] = False
+        assert layer.fast_path(x) == "dequantize"  # not on a CPU by itself
+        ref = layer(x)
+    assert fast.dtype == ref.dtype == dtype and fast.shape == ref.shape
+    assert rel(fast, ref) < 0.06  # e4m3 keeps 3 mantissa bits on both operands: a few percent
+    assert not torch.equal(fast, ref)  # it really took the other path
+
+
+def test_fp8_matmul_equals_its_emulation_with_the_static_scales():
+    """The operands the fast path builds, multiplied by torch._scaled_mm and in plain fp32, and the
+    activation quantization done by hand: x / (int8 scale * 127 / 448) rounded to float8_e4m3fn."""
+    layer, x = calibrated_layer(1)
+    w = layer.dequantize(torch.float32)
+    rows = Q._row_scales(layer.input_scale, x.shape[0])
+    emulated = Q.fp8_linear(x, w, rows, layer.bias, emulate=True)
+    direct = Q.fp8_linear(x, w, rows, layer.bias)
+    torch.testing.assert_close(direct, emulated, rtol=1e-5, atol=1e-5)
+    s = layer.input_scale * 127 / 448  # per CFG half: the two halves use their own scales
+    by_hand = torch.cat([(x[i] / s[i]).clamp(-448, 448).to(torch.float8_e4m3fn).float() * s[i] for i in range(2)])
+    w8, ws = Q.fp8_weight(w)
+    torch.testing.assert_close(emulated.reshape(-1, w.shape[0]), by_hand @ (w8.float() * ws.t()).t() + layer.bias,
+                               rtol=1e-5, atol=1e-5)
+    assert rel(w8.float() * ws.t(), w) < 0.04
+
+
+def test_fp8_model_is_as_close_to_the_float_model_as_the_reference_scq(fp8_forced):
+    model = tiny(layers=2, single=2)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 64, (2, 8, 8), generator=g)
+    ids[:, :4] = 79
+    args = (ids, torch.randn(2, 24, 24, generator=g), torch.randn(2, 32, generator=g), 3, torch.tensor([[64.0, 64, 0, 0, 6]] * 2))
+    with torch.no_grad(), cfg_branches("both"):
+        float_out = model(*args)
+        Q.quantize_model(model, "w4a8", 8)
+        with Q.calibration(model):
+            model(*args)
+        Q.apply_activation_rule(model)
+        keys = {k: v.dtype for k, v in model.state_dict().items()}
+        fast = model(*args)
+        assert "fp8 x 48" in Q.fast_path_summary(model)  # all but context_embedder (in_features 24)
+        Q.FAST_PATHS["force"] = False
+        ref = model(*args)
+    assert {k: v.dtype for k, v in model.state_dict().items()} == keys  # nothing cached: the file format and memory stay
+    assert rel(fast, ref) < 0.3
+    assert rel(fast, float_out) < 1.25 * rel(ref, float_out)
+
+
+def test_weight_only_layers_never_take_the_fp8_path(fp8_forced):
+    layer, x = calibrated_layer(mode="w8")
+    assert layer.fast_path(x) == "dequantize"
+    w4a8, x = calibrated_layer()
+    Q.FAST_PATHS["fp8"] = False
+    try:
+        assert w4a8.fast_path(x) == "dequantize"  # MGT_SCQ_FP8=0
+    finally:
+        Q.FAST_PATHS["fp8"] = True
