@@ -4,7 +4,7 @@ time per workflow, as users run them (issue 13).
 ComfyUI is started without ``--cpu`` (it picks the GPU), with this repo as a custom node pack and
 its built-in demo model; each workflow of ``workflows/`` is converted to an API prompt by comfy-cli's
 converter against the live /object_info (what the frontend's "Export (API)" does) and queued twice:
-the first run includes loading (and compiling with ``--compile``), the second is warm. Device,
+the first run includes loading (and compiling with ``--compile``), the second (next seed) is warm. Device,
 dtype and sampling time come from the pack's own log line ("MGT Sampler: ... on cuda:0, bfloat16,
 compiled (inductor): 1.23 s").
 
@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                 if node["class_type"].startswith("MGTModelLoader"):
                     node["inputs"]["compile"] = args.compile
             for run in range(1, args.runs + 1):
+                for node in prompt.values():  # a new seed per run, or ComfyUI's cache answers the warm run
+                    if node["class_type"] == "MGTSampler" and run > 1:
+                        node["inputs"]["seed"] += 1
                 before = len(server.log())
                 t = time.perf_counter()
                 _, entry = server.run(prompt, timeout=args.timeout)

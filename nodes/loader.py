@@ -96,7 +96,8 @@ class MGTModelLoader(io.ComfyNode):
                                tooltip="SCQ weight quantization of the transformer's linear layers: w8 (0.53x the bf16 "
                                        "weight bytes) or w4 (0.28x), computed while loading; 'saved: <name>' loads a "
                                        "calibrated variant (e.g. W4A8 from python -m mgt_core.accel.quantize_tool) from "
-                                       "the folder's transformer_<name>/. Saves memory, not time."),
+                                       "the folder's transformer_<name>/. Saves memory; costs time unless compile is on "
+                                       "(dequantization fused per layer) or, for W4A8 on FP8 GPUs, its FP8 matmuls."),
                 io.Boolean.Input("compile", default=False, optional=True, tooltip=COMPILE_TOOLTIP),
             ],
             outputs=OUTPUTS,
