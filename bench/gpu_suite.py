@@ -65,7 +65,11 @@ def fill_random(module: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def build(args) -> MGTPipeline:
-    tcfg = configs.tiny_transformer(True, 2, 2) if args.tiny else configs.MEISSONIC_TRANSFORMER
+    tcfg = configs.tiny_transformer(True, 2, 2) if args.tiny else dict(configs.MEISSONIC_TRANSFORMER)
+    if args.layers is not None:
+        tcfg["num_layers"] = args.layers
+    if args.single_layers is not None:
+        tcfg["num_single_layers"] = args.single_layers
     vcfg = configs.tiny_vq() if args.tiny else configs.MEISSONIC_VQ
     cfg = MeissonicConfig.from_dict(tcfg)
     transformer = meta_module(lambda: MeissonicTransformer(cfg)).to(args.dtype).to_empty(device=args.device)
@@ -372,6 +376,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=None, help="sampling steps (64; 4 with --tiny)")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per forward figure (5; 1 with --tiny)")
     ap.add_argument("--backend", default=None, help="torch.compile backend (inductor; eager with --tiny: tracing only)")
+    ap.add_argument("--layers", type=int, help="dual-stream blocks (default: the config's; fewer for a CPU run)")
+    ap.add_argument("--single-layers", type=int, help="single-stream blocks (default: the config's)")
     ap.add_argument("--tiny", action="store_true", help="reduced sizes on the CPU: checks the script, not the speed")
     ap.add_argument("--no-compile", action="store_true", help="eager rows only")
     ap.add_argument("--no-whole", dest="whole", action="store_false", help="skip the whole-model compile (~1 min)")
@@ -393,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     env = {
         "torch": torch.__version__, "device": str(args.device), "dtype": args.dtype_name, "size": args.size,
-        "steps": args.steps, "backend": args.backend,
+        "steps": args.steps, "backend": args.backend, "layers": args.layers, "single_layers": args.single_layers,
         "gpu": torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else None,
         "compiler": compile_unavailable(args.device, args.backend) or "available",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
