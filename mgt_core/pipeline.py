@@ -91,6 +91,15 @@ def _prompts(value, name: str) -> list[str]:
     raise MGTInputError(f"{name} must be a string or a non-empty list of strings, got {value!r:.80}")
 
 
+def known_words(info: ModelInfo) -> list[str] | None:
+    """The whole word vocabulary of a model trained on a closed grammar (the built-in demo), else None."""
+    if info.family != "demo":
+        return None
+    from .demo.scenes import grammar_words
+
+    return grammar_words()
+
+
 def images_to_tensor(images: torch.Tensor) -> torch.Tensor:
     """[B, 3, H, W] in [0, 1] (model dtype) -> [B, H, W, 3] float32 on the CPU."""
     return images.float().permute(0, 2, 3, 1).cpu().contiguous()
@@ -269,12 +278,8 @@ class MGTPipeline:
         demo model the words outside its grammar (it was trained on nothing else)."""
         if self.tokenizer is None:
             return []
-        known = None
-        if self.info.family == "demo":
-            from .demo.scenes import grammar_words
-
-            known = grammar_words()
-        return prompt_warnings(self.tokenizer, prompts, max_text_length(self.tokenizer, self.text_encoder), known)
+        return prompt_warnings(self.tokenizer, prompts, max_text_length(self.tokenizer, self.text_encoder),
+                               known_words(self.info))
 
     def partial_start(self, init_image, mask, settings: SamplerSettings, strength: float, generator, batch: int) -> Start:
         """img2img (no mask) or inpainting (mask) start from an image [B or 1, H, W, 3]."""

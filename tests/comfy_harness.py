@@ -218,6 +218,10 @@ class ComfyServer:
             raw = resp.read()
         return json.loads(raw) if raw else None
 
+    def _request_bytes(self, path: str, timeout: float = 30) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:  # noqa: S310 - our own loopback server
+            return resp.read()
+
     def object_info(self, node: str | None = None) -> dict:
         return self._request("/object_info" + (f"/{node}" if node else ""))
 

@@ -215,7 +215,8 @@ def load_pipeline(
     quantized: str | None = None,
     compile: bool = False,
 ):
-    """Load a model folder into an :class:`~mgt_core.pipeline.MGTPipeline`.
+    """Load a model folder into an :class:`~mgt_core.pipeline.MGTPipeline`, or a converted MaskGIT folder
+    (``maskgit_index.json``, see :mod:`.maskgit`) into a :class:`~mgt_core.maskgit_pipeline.MaskGITPipeline`.
 
     ``dtype`` defaults to bf16 on CUDA, fp16 on MPS and fp32 on CPU (the VQ is never fp16).
     ``text_encoder`` replaces the folder's text tower with a separate file (e.g. laion's
@@ -230,7 +231,16 @@ def load_pipeline(
     device = torch.device(device) if device is not None else torch.device("cpu")
     dtype = dtype or default_dtype(device)
     if not os.path.isdir(folder):
-        raise MGTLoadError(f"{folder}: not a folder (pass a model folder with transformer/ and vqvae/)")
+        raise MGTLoadError(
+            f"{folder}: not a folder (pass a model folder with transformer/ and vqvae/, or a converted MaskGIT "
+            "folder; released MaskGIT .pth files load with mgt_core.loading.maskgit.load_maskgit_files)"
+        )
+    from .maskgit import is_maskgit_folder, load_maskgit_folder
+
+    if is_maskgit_folder(folder):
+        if quantized or text_encoder:
+            raise MGTLoadError(f"{folder}: a MaskGIT folder has no quantized variants or text encoder")
+        return load_maskgit_folder(folder, dtype=dtype, device=device)
     if not is_model_folder(folder):
         raise MGTLoadError(
             f"{folder}: not an MGT model folder: expected transformer/config.json and vqvae/ "
