@@ -150,12 +150,21 @@ _fp8_devices: dict[str, bool] = {}
 
 @torch.compiler.disable
 def _probe_fp8(device: torch.device) -> bool:
-    """FP8 tensor-core matmuls: NVIDIA compute capability 8.9 (Ada) or newer."""
+    """FP8 tensor-core matmuls: NVIDIA compute capability 8.9 (Ada) or newer, and this torch's
+    row-wise scaled kernel actually runs there (checked once per device)."""
     if FP8 is None or not hasattr(torch, "_scaled_mm"):
         return False
-    if device.type == "cuda":
-        return torch.cuda.get_device_capability(device) >= (8, 9)
-    return False
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
+        return False
+    try:  # the exact call the path makes (row-wise scales, bf16 bias and output): some builds lack it
+        a = torch.zeros(16, 32, device=device).to(FP8)
+        b = torch.zeros(16, 32, device=device).to(FP8)
+        ones = torch.ones(16, 1, device=device)
+        torch._scaled_mm(a, b.t(), ones, ones.t().contiguous(), bias=torch.zeros(16, device=device, dtype=torch.bfloat16),
+                         out_dtype=torch.bfloat16)
+        return True
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
 
 
 def fp8_available(x: torch.Tensor) -> bool:
