@@ -334,3 +334,29 @@ def test_weight_only_layers_never_take_the_fp8_path(fp8_forced):
         assert w4a8.fast_path(x) == "dequantize"  # MGT_SCQ_FP8=0
     finally:
         Q.FAST_PATHS["fp8"] = True
+
+
+@pytest.mark.parametrize("mode", ["w4", "w4a8"])
+def test_quantized_blocks_compile_without_graph_breaks(fp8_forced, mode):
+    """SCQ layers inside compiled blocks: the CFG-half context is read without breaking the graph,
+    the same logits as eager, no recompile for a new step."""
+    model = tiny(layers=2, single=2)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 64, (2, 8, 8), generator=g)
+    args = (ids, torch.randn(2, 24, 24, generator=g), torch.randn(2, 32, generator=g), 3, torch.tensor([[64.0, 64, 0, 0, 6]] * 2))
+    with torch.no_grad(), cfg_branches("both"):
+        Q.quantize_model(model, mode, 8)
+        if mode == "w4a8":
+            with Q.calibration(model):
+                model(*args)
+            Q.apply_activation_rule(model)
+        eager = model(*args)
+        C.enable_compile(model, backend="aot_eager")
+        breaks, before = sum(counters["graph_break"].values()), graphs()
+        torch.testing.assert_close(model(*args), eager, rtol=1e-5, atol=1e-5)
+        model(*args[:3], 5, args[4])
+    with torch.no_grad(), cfg_branches("cond"):
+        model(ids[:1], args[1][:1], args[2][:1], 3, args[4][:1])
+    assert sum(counters["graph_break"].values()) == breaks
+    assert graphs() - before == 4  # 2 block classes x (CFG batch, one-branch batch); none for the new step
+    assert Q._probe_fp8(torch.device("cpu")) is False
