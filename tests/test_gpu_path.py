@@ -159,8 +159,10 @@ class SyncRecorder(TorchDispatchMode):
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
         if name in self.READS and any(t.device.type != "cpu" for t in tensors):
             self.hits.append(name)
-        if name == "aten::_to_copy" and isinstance(out, torch.Tensor) and tensors and tensors[0].device != out.device:
-            if not kwargs.get("non_blocking", False):
+        moves = name == "aten::_to_copy" or name.startswith("aten::to.")  # to.* is what inference mode dispatches
+        if moves and isinstance(out, torch.Tensor) and tensors and tensors[0].device != out.device:
+            blocking = not kwargs.get("non_blocking", False) and not (name == "aten::to.device" and len(args) > 3 and args[3])
+            if blocking:
                 self.hits.append(f"copy {tensors[0].device} -> {out.device}")
         if name == "aten::copy_" and len(tensors) > 1 and tensors[0].device != tensors[1].device:
             if not (len(args) > 2 and args[2]):
@@ -170,10 +172,12 @@ class SyncRecorder(TorchDispatchMode):
 
 def test_the_recorder_sees_syncs():
     x = torch.ones(3, device="meta")
-    with SyncRecorder() as rec:
-        torch.ones(3).to("meta")
-        torch.ones(3).to("meta", non_blocking=True)  # an asynchronous copy (from pinned memory on CUDA)
-    assert rec.hits == ["copy cpu -> meta"]
+    for inference in (False, True):
+        with torch.inference_mode(inference), SyncRecorder() as rec:
+            torch.ones(3).to("meta")
+            torch.ones(3).to(torch.device("meta"), torch.float32)
+            torch.ones(3).to("meta", non_blocking=True)  # an asynchronous copy (from pinned memory on CUDA)
+        assert rec.hits == ["copy cpu -> meta"] * 2
     for read_back in (lambda: x.sum().item(), x.nonzero, lambda: bool(x.any())):  # cannot even run on meta
         with pytest.raises((RuntimeError, NotImplementedError)):
             read_back()

@@ -190,7 +190,7 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
         return t
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
+    return t.to(device, non_blocking=True)  # other devices: the backend decides (a blocking copy where it must)
 
 
 def match(metric: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, r: int) -> tuple[torch.Tensor, ...]:
