@@ -146,8 +146,23 @@ def enable_compile(
         log.warning(msg)
         model._mgt_compiler = None
         return reason
+    _raise_recompile_limit()
     model._mgt_compiler = RegionCompiler(settings)
     return None
+
+
+RECOMPILE_LIMIT = 64
+
+
+def _raise_recompile_limit() -> None:
+    """Graphs per block forward: (plain, TomeMGT, each SCQ mode) x (CFG batch, one branch) x (first size,
+    dynamic) x branch values exceed torch's default of 8, past which it silently runs a new variant
+    eagerly. Only ever raised, never lowered (it is process-wide)."""
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if isinstance(getattr(cfg, name, None), int) and getattr(cfg, name) < RECOMPILE_LIMIT:
+            setattr(cfg, name, RECOMPILE_LIMIT)
+            break
 
 
 def disable_compile(model: torch.nn.Module) -> torch.nn.Module:
