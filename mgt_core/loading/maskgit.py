@@ -31,6 +31,7 @@ from ..models.maskgit.transformer import MaskGITConfig, MaskGITTransformer
 from ..models.vq.vqgan import VQGAN, VQGANConfig
 from .checkpoints import read_state_dict
 from .modules import check_keys, meta_module
+from .pipeline import read_json
 from .safetensors_io import SafetensorsFile
 
 INDEX = "maskgit_index.json"
@@ -162,19 +163,6 @@ def fill(module: nn.Module, state: dict[str, torch.Tensor], source: str, *, dtyp
     if tied:
         module.tie_weights()
     return module.eval().requires_grad_(False)
-
-
-def _read_config(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise MGTLoadError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MGTLoadError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise MGTLoadError(f"{path}: expected a JSON object")
-    return data
 
 
 def _cls_config(kind: str, cfg: dict, source: str):
@@ -319,7 +307,7 @@ def is_maskgit_folder(folder: str | os.PathLike) -> bool:
 
 
 def read_index(folder: str) -> dict:
-    index = _read_config(os.path.join(folder, INDEX))
+    index = read_json(os.path.join(folder, INDEX))
     if index.get("format") != FORMAT or index.get("family") not in (*FAMILIES, "demo"):
         raise MGTLoadError(
             f"{os.path.join(folder, INDEX)}: expected format {FORMAT!r} and family one of {FAMILIES}, "
@@ -339,7 +327,7 @@ def load_maskgit_folder(folder: str | os.PathLike, *, dtype: torch.dtype | None 
     parts = {}
     for part, kinds, dt in (("vq", ("taming", "llamagen"), vdtype), ("transformer", FAMILIES, dtype)):
         cfg_path = os.path.join(folder, part, "config.json")
-        cfg = _read_config(cfg_path)
+        cfg = read_json(cfg_path)
         kind = cfg.get("layout") if part == "vq" else cfg.get("family")
         if kind not in kinds:
             raise MGTLoadError(f"{cfg_path}: {'layout' if part == 'vq' else 'family'} must be one of {kinds}, got {kind!r}")

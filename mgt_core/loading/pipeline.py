@@ -213,6 +213,7 @@ def load_pipeline(
     text_encoder: str | None = None,
     load_text: bool = True,
     quantized: str | None = None,
+    compile: bool = False,
 ):
     """Load a model folder into an :class:`~mgt_core.pipeline.MGTPipeline`, or a converted MaskGIT folder
     (``maskgit_index.json``, see :mod:`.maskgit`) into a :class:`~mgt_core.maskgit_pipeline.MaskGITPipeline`.
@@ -222,6 +223,7 @@ def load_pipeline(
     CLIP-ViT-H-14 ``model.safetensors``; only its text keys are loaded).
     ``quantized`` loads a quantized transformer instead of ``transformer/``: a variant name from
     :func:`~mgt_core.accel.quant.quantized_variants` (``transformer_<name>/`` in the folder) or a folder path.
+    ``compile`` runs the transformer blocks compiled (:meth:`MGTPipeline.compile`; eager where no compiler).
     """
     from ..pipeline import MGTPipeline
 
@@ -284,7 +286,10 @@ def load_pipeline(
             edir = os.path.join(folder, "text_encoder")
             te = load_text_encoder(pick_weights(edir, "model", dtype), config=read_json(os.path.join(edir, "config.json")), dtype=dtype, device=device)
         check_text_fits(te, tcfg, text_encoder or os.path.join(folder, "text_encoder"))
-    return MGTPipeline(transformer=transformer, vq=vq, text_encoder=te, tokenizer=tok, info=_defaults(folder, tcfg, scheduler, vq.factor))
+    pipe = MGTPipeline(transformer=transformer, vq=vq, text_encoder=te, tokenizer=tok, info=_defaults(folder, tcfg, scheduler, vq.factor))
+    if compile:
+        pipe.compile()
+    return pipe
 
 
 def check_text_fits(te, tcfg: MeissonicConfig, source: str) -> None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import MGTInputError, MGTLoadError
+from ..layers import SquareTokenGrid
 
 SIZES = {  # published sizes: (hidden_dim, depth, heads); xlarge exists in the trainer without weights
     "tiny": (384, 6, 6), "small": (512, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16), "xlarge": (1152, 28, 16),
@@ -180,7 +181,7 @@ class AdaNorm(nn.Module):
         return _modulate(self.norm_final(x), shift, scale)
 
 
-class HaltonTransformer(nn.Module):
+class HaltonTransformer(SquareTokenGrid, nn.Module):
     """tokens [B, S, S] (mask = ``codebook_size``) + class ids -> logits [B, S*S, codebook_size + 1]."""
 
     def __init__(self, config: HaltonConfig):
@@ -205,22 +206,6 @@ class HaltonTransformer(nn.Module):
     def tie_weights(self) -> None:
         """Re-tie the head after ``load_state_dict(assign=True)`` replaced one of the two Parameters."""
         self.head.weight = self.tok_emb.weight
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.tok_emb.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.tok_emb.weight.device
-
-    @property
-    def mask_id(self) -> int:
-        return self.config.mask_id
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return self.config.input_size, self.config.input_size
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         """tokens [B, S, S] or [B, S*S]; labels [B]; drop [B] bool (True: unconditional).

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import MGTInputError, MGTLoadError
+from ..layers import SquareTokenGrid
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class Encoder(nn.Module):
         return x
 
 
-class MaskGITTransformer(nn.Module):
+class MaskGITTransformer(SquareTokenGrid, nn.Module):
     """tokens [B, S, S] (mask = ``codebook_size``) + class ids -> logits [B, S*S, codebook_size + 1]."""
 
     def __init__(self, config: MaskGITConfig):
@@ -147,22 +148,6 @@ class MaskGITTransformer(nn.Module):
     def from_config(cls, config: dict | MaskGITConfig) -> MaskGITTransformer:
         """Build from a config dict or :class:`MaskGITConfig`; works under ``torch.device("meta")``."""
         return cls(MaskGITConfig.from_dict(config) if isinstance(config, dict) else config)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.tok_emb.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.tok_emb.weight.device
-
-    @property
-    def mask_id(self) -> int:
-        return self.config.mask_id
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return self.config.input_size, self.config.input_size
 
     def class_tokens(self, labels: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         """Class ids [B] -> ``tok_emb`` rows: label + codebook + 1, or the null class where ``drop``."""
