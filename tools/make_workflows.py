@@ -144,8 +144,8 @@ def maskgit_class_to_image(name: str, label: str, seed: int) -> dict:
     loader = g.add("MGTModelLoader", [MASKGIT_DEMO, "auto", "model's own", "none"], (20, 40), size=(320, 150))
     label_node = g.add("MGTClassLabel", [label, ""], (380, 40), size=(340, 120), title="Class")
     samp = g.add("MGTSampler", sampler_widgets(d, seed, schedule="model default"), (760, 20), size=(340, 440))
-    dec = g.add("MGTVQDecode", [False], (1140, 20), size=(300, 100))
-    save = g.add("SaveImage", [name], (1140, 170), size=(340, 360))
+    dec = g.add("MGTVQDecode", [False], (1130, 20), size=(300, 100))  # x 1130: the saved view clears the side bar
+    save = g.add("SaveImage", [name], (1130, 170), size=(340, 360))
     g.link(loader, 0, samp, "model")
     g.link(label_node, 0, samp, "positive")
     g.link(samp, 0, dec, "tokens")
