@@ -3,7 +3,9 @@
 The judge must be ~100% on clean renders (it defines the metric) and degrade gracefully on lossy
 images, which is what a generated image looks like. Degradations mimic a VQ round trip:
 JPEG quality 30, Gaussian blur (sigma 2 px), Gaussian noise (sigma 12), and down-up resampling by 8x / 16x (16x leaves one pixel per token,
-far harsher than a VQ decoder, which draws sharp edges inside a token).
+far harsher than a VQ decoder, which draws sharp edges inside a token). Then the negative set
+(``scenes.broken_set``: L-shapes, holes, blobs, fragments, stray dots, stretched boxes; the prompt
+unchanged), which the judge must reject (>= 95%), with the checks that caught each kind.
 
     /work/devvenv/bin/python bench/judge_check.py [--n 1000] [--seed 0]
 """
@@ -56,7 +58,7 @@ DEGRADATIONS = {
     "down16-bilinear": lambda a: down_up(a, 16, Image.Resampling.BILINEAR),
     "down16-nearest": lambda a: down_up(a, 16, Image.Resampling.NEAREST),
 }
-ATTRS = ("count", "background", "colour", "shape", "size", "position", "relation")
+ATTRS = ("count", "background", "colour", "shape", "outline", "clean", "size", "position", "relation")
 
 
 def main() -> None:
@@ -122,6 +124,20 @@ def main() -> None:
         for s in S.SHAPES:
             print(f"{s:10s}" + "".join(f"{conf[(s, j)]:9d}" for j in judged_names))
         print()
+    negatives = S.broken_set(max(1, args.n // 5), seed=args.seed)
+    print(f"negative set: {len(negatives) // len(S.BROKEN_KINDS)} broken renders per kind (simple, heldout, compositional)")
+    print(f"{'kind':10s} {'rejected':>9s}  failed checks")
+    caught: dict[str, Counter] = defaultdict(Counter)
+    rejected: Counter = Counter()
+    for kind, prompt, img in negatives:
+        v = judge(img, prompt)
+        rejected[kind] += not v.all_correct
+        caught[kind].update(k for k, ok in v.checks.items() if not ok)
+    per = len(negatives) // len(S.BROKEN_KINDS)
+    for kind in S.BROKEN_KINDS:
+        print(f"{kind:10s} {100 * rejected[kind] / per:8.1f}%  {dict(caught[kind].most_common())}")
+    print(f"{'all':10s} {100 * sum(rejected.values()) / len(negatives):8.1f}%")
+    print()
     rng = np.random.default_rng(99)
     scenes = [S.sample_scene(rng, "train") for _ in range(2000)]
     t = time.perf_counter()
