@@ -11,3 +11,7 @@ class MGTLoadError(MGTError):
 
 class MGTInputError(MGTError, ValueError):
     """An argument is out of range or inconsistent (steps, sizes, masks, schedules...)."""
+
+
+class MGTPromptWarning(UserWarning):
+    """A prompt the text encoder will not read as written (truncated, or words a model never saw)."""

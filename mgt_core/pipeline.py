@@ -6,17 +6,18 @@ the pipeline runs them all.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from .accel.tome import tome_generation
-from .errors import MGTInputError
+from .errors import MGTInputError, MGTPromptWarning
 from .loading.pipeline import ModelInfo
 from .models.meissonic.denoiser import MeissonicDenoiser
 from .models.meissonic.transformer import MeissonicTransformer
-from .models.text import TextConditioning, encode_text
+from .models.text import TextConditioning, encode_text, max_text_length, prompt_warnings
 from .models.vq.vqmodel import VQModel
 from .sampling.differential import DifferentialSampling
 from .sampling.engine import SampleResult, SamplerSettings, StepInfo, sample
@@ -72,6 +73,43 @@ def make_settings(
         steps=steps, guidance_scale=float(guidance_scale), schedule=schedule, temperature=temperature,
         noise_regularization=nr, differential_sampling=ds, z_sampling=zs, reference_rng=reference_rng,
     )
+
+
+SEED_MAX = 2**64 - 1
+"""Seeds cover ComfyUI's whole range, 0 .. 2**64 - 1 (torch generators take unsigned 64-bit seeds)."""
+
+
+def check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise MGTInputError(f"seed must be an integer from 0 to 2**64-1 ({SEED_MAX}), got {seed!r}")
+    return seed
+
+
+def _count(name: str, value, default: int | None = None, minimum: int = 1) -> int:
+    """An explicit integer >= minimum, or the model's default for None (never for 0)."""
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        hint = f" (or None for the model's default, {default})" if default is not None else ""
+        raise MGTInputError(f"{name} must be an integer >= {minimum}{hint}, got {value!r}")
+    return value
+
+
+def _prompts(value, name: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(p, str) for p in value):
+        return list(value)
+    raise MGTInputError(f"{name} must be a string or a non-empty list of strings, got {value!r:.80}")
+
+
+def known_words(info: ModelInfo) -> list[str] | None:
+    """The whole word vocabulary of a model trained on a closed grammar (the built-in demo), else None."""
+    if info.family != "demo":
+        return None
+    from .demo.scenes import grammar_words
+
+    return grammar_words()
 
 
 def images_to_tensor(images: torch.Tensor) -> torch.Tensor:
@@ -188,23 +226,32 @@ class MGTPipeline:
         makes it inpainting/outpainting.
         """
         info = self.info
-        height, width = height or info.height, width or info.width
+        prompts = _prompts(prompt, "prompt")
+        check_seed(seed)
+        num_images_per_prompt = _count("num_images_per_prompt", num_images_per_prompt)
+        if init_image is not None:  # the image decides the size unless width/height say otherwise
+            height, width = self.check_init_image(init_image, mask, height, width)
+        height = _count("height", height, info.height)
+        width = _count("width", width, info.width)
         settings = make_settings(
-            steps=steps or info.steps,
+            steps=_count("steps", steps, info.steps),
             guidance_scale=info.guidance_scale if guidance_scale is None else guidance_scale,
             schedule=schedule or None, default_schedule=info.schedule, temperature=temperature,
             noise_regularization=noise_regularization, differential_sampling=differential_sampling,
             z_sampling=z_sampling, reference_rng=reference_rng, preset_name=preset, model_presets=info.presets,
         )
         grid = self.grid_for(height, width)
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if negative_prompt is None:
             negative_prompt = info.negative_prompt
-        negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+        negatives = _prompts(negative_prompt, "negative_prompt")
+        if isinstance(negative_prompt, str):
+            negatives = negatives * len(prompts)
         if len(negatives) != len(prompts):
             raise MGTInputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts")
+        for note in self.prompt_warnings(prompts + negatives):
+            warnings.warn(note, MGTPromptWarning, stacklevel=2)
         if generator is None:
-            generator = torch.Generator(self.device).manual_seed(int(seed))
+            generator = torch.Generator(self.device).manual_seed(seed)
         start = None
         if init_image is not None:
             start = self.partial_start(init_image, mask, settings, strength, generator, len(prompts) * num_images_per_prompt)
@@ -215,6 +262,31 @@ class MGTPipeline:
         )
         images = self.decode(result.tokens, grid, tiled=tiled_decode)
         return (images, result.tokens.view(-1, *grid)) if return_tokens else images
+
+    def check_init_image(self, image, mask, height: int | None, width: int | None) -> tuple[int, int]:
+        """The init image's (height, width), after checking it against width/height and the mask."""
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] != 3:
+            shape = list(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise MGTInputError(f"init_image must be a tensor [B, H, W, 3] in [0, 1], got {shape}")
+        ih, iw = int(image.shape[1]), int(image.shape[2])
+        if (height is not None and height != ih) or (width is not None and width != iw):
+            raise MGTInputError(
+                f"init_image is {iw}x{ih} (width x height) but width/height ask for {width}x{height}: resize the "
+                "image, or leave width and height as None to use the image's size"
+            )
+        if mask is not None:
+            if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3) or tuple(mask.shape[-2:]) != (ih, iw):
+                shape = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+                raise MGTInputError(f"mask must be [B, H, W] or [H, W] of the init image's size ({ih}x{iw}), got {shape}")
+        return ih, iw
+
+    def prompt_warnings(self, prompts: Sequence[str]) -> list[str]:
+        """What the text encoder will not read as written: truncated prompts, and for the built-in
+        demo model the words outside its grammar (it was trained on nothing else)."""
+        if self.tokenizer is None:
+            return []
+        return prompt_warnings(self.tokenizer, prompts, max_text_length(self.tokenizer, self.text_encoder),
+                               known_words(self.info))
 
     def partial_start(self, init_image, mask, settings: SamplerSettings, strength: float, generator, batch: int) -> Start:
         """img2img (no mask) or inpainting (mask) start from an image [B or 1, H, W, 3]."""

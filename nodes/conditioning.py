@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+import logging
+
+from comfy_api.latest import io, ui
 
 from ..mgt_core.loading.pipeline import REFERENCE_NEGATIVE_PROMPT
-from ..mgt_core.models.text import encode_text
+from ..mgt_core.models.text import encode_text, max_text_length, prompt_warnings
+from ..mgt_core.pipeline import known_words
 from . import bridge
+from .compat import ADVANCED
 from .types import MGTConditioning, MGTTextEncoder, TextEncoderHandle
 
 
@@ -24,7 +28,7 @@ class MGTTextEncode(io.ComfyNode):
                 io.String.Input("text", multiline=True, default="",
                                 tooltip="The prompt. For the negative branch of CFG, encode a negative prompt with a "
                                         "second node (empty text is allowed)."),
-                io.Boolean.Input("reference_negative", default=False, optional=True, advanced=True,
+                io.Boolean.Input("reference_negative", default=False, optional=True, **ADVANCED,
                                  tooltip="Append the official scripts' negative prompt (\"worst quality, low quality, "
                                          "... identifying mark\") to the text; for the negative branch with Meissonic."),
             ],
@@ -37,4 +41,10 @@ class MGTTextEncode(io.ComfyNode):
             text = ", ".join(p for p in (text.strip(), REFERENCE_NEGATIVE_PROMPT) if p)
         model = bridge.use(text_encoder.patcher)
         cond = encode_text(model, text_encoder.tokenizer, [text])
-        return io.NodeOutput(cond.to(device=bridge.intermediate_device()))
+        info = text_encoder.info
+        notes = prompt_warnings(text_encoder.tokenizer, [text], max_text_length(text_encoder.tokenizer, model),
+                                known_words(info) if info is not None else None)
+        for note in notes:
+            logging.warning("[MGT Text Encode] %s", note)
+        shown = ui.PreviewText("\n".join(f"warning: {n}" for n in notes)) if notes else None
+        return io.NodeOutput(cond.to(device=bridge.intermediate_device()), ui=shown)

@@ -51,7 +51,7 @@ def _dtype(choice: str) -> torch.dtype:
 def handles(pipe):
     vq = VQHandle(bridge.wrap(pipe.vq, "vq"))
     model = ModelHandle(bridge.wrap(pipe.transformer, "transformer"), pipe.info, vq)
-    text = TextEncoderHandle(bridge.wrap(pipe.text_encoder, "text"), pipe.tokenizer) if pipe.text_encoder is not None else None
+    text = TextEncoderHandle(bridge.wrap(pipe.text_encoder, "text"), pipe.tokenizer, pipe.info) if pipe.text_encoder is not None else None
     return io.NodeOutput(model, text, vq)
 
 

@@ -14,9 +14,16 @@ from ..mgt_core.sampling.noise_reg import SHAPES
 from ..mgt_core.sampling.partial import start_from_tokens
 from ..mgt_core.sampling.schedules import BUILTIN_SCHEDULES
 from . import bridge
+from .compat import ADVANCED
 from .types import MGTConditioning, MGTModel, MGTTokens, ModelHandle, Tokens
 
 CUSTOM = "custom"
+SIZE_STEP = 32  # a size widget step every supported model accepts (Meissonic and the demo need 32)
+
+
+def model_defaults(info, steps: int, cfg: float, width: int, height: int) -> tuple[int, float, int, int]:
+    """0 in a widget means the connected model's own setting (its mgt_defaults.json or family default)."""
+    return (steps or info.steps, cfg or info.guidance_scale, width or info.width, height or info.height)
 
 
 class MGTSampler(io.ComfyNode):
@@ -35,14 +42,18 @@ class MGTSampler(io.ComfyNode):
                                       "unconditional branch); Meissonic's scripts use their long negative prompt."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of every random draw of the run (token draws, Gumbel noise, NR noise)."),
-                io.Int.Input("steps", default=64, min=1, max=512,
-                             tooltip="Sampling steps T: Meissonic 64, Monetico 48, the demo model 16."),
-                io.Float.Input("cfg", default=9.0, min=0.0, max=50.0, step=0.1, round=0.01,
-                               tooltip="Classifier-free guidance on the logits (on when > 1): Meissonic and Monetico "
-                                       "9; the demo model 3."),
-                io.Int.Input("width", default=1024, min=16, max=4096, step=16,
-                             tooltip="Meissonic 1024 (multiple of 32), Monetico 512 (multiple of 16), demo 256."),
-                io.Int.Input("height", default=1024, min=16, max=4096, step=16, tooltip="See width."),
+                io.Int.Input("steps", default=0, min=0, max=512,
+                             tooltip="Sampling steps T. 0 = the connected model's default (built-in demo 16, "
+                                     "Meissonic 64, Monetico 48)."),
+                io.Float.Input("cfg", default=0.0, min=0.0, max=50.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance on the logits. 0 = the connected model's default "
+                                       "(built-in demo 1.5, Meissonic and Monetico 9); 1 = no guidance."),
+                io.Int.Input("width", default=0, min=0, max=4096, step=SIZE_STEP,
+                             tooltip="Image width in pixels. 0 = the connected model's default (built-in demo 256, "
+                                     "Meissonic 1024, Monetico 512); otherwise a multiple of 32 (Meissonic, demo) "
+                                     "or 16 (Monetico)."),
+                io.Int.Input("height", default=0, min=0, max=4096, step=SIZE_STEP,
+                             tooltip="Image height; 0 = the model's default. See width."),
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Images per prompt."),
                 io.Combo.Input("schedule", options=[*BUILTIN_SCHEDULES, CUSTOM], default="cosine",
                                tooltip="Mask schedule (how many tokens stay masked after each step). cosine is "
@@ -61,25 +72,25 @@ class MGTSampler(io.ComfyNode):
                                         "overrides width/height."),
                 io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01, optional=True,
                                tooltip="With init_tokens: the share of steps that run (img2img strength)."),
-                io.String.Input("custom_schedule", default="", optional=True, advanced=True,
+                io.String.Input("custom_schedule", default="", optional=True, **ADVANCED,
                                 tooltip="When schedule is 'custom': an expression of r in (0, 1] such as "
                                         "cos(pi/2*r**1.5), a comma list of T fractions or counts, pow<k> or cospow:a,b."),
-                io.Float.Input("temperature_start", default=2.0, min=0.0, max=20.0, step=0.1, optional=True, advanced=True,
+                io.Float.Input("temperature_start", default=2.0, min=0.0, max=20.0, step=0.1, optional=True, **ADVANCED,
                                tooltip="Gumbel temperature of the confidence ranking at the first step (reference 2)."),
-                io.Float.Input("temperature_end", default=0.0, min=0.0, max=20.0, step=0.1, optional=True, advanced=True,
+                io.Float.Input("temperature_end", default=0.0, min=0.0, max=20.0, step=0.1, optional=True, **ADVANCED,
                                tooltip="Gumbel temperature at the last step (reference 0)."),
-                io.Float.Input("nr_amplitude", default=2.0, min=0.0, max=10.0, step=0.05, optional=True, advanced=True,
+                io.Float.Input("nr_amplitude", default=2.0, min=0.0, max=10.0, step=0.05, optional=True, **ADVANCED,
                                tooltip="Noise regularization amplitude A (reference 2)."),
-                io.Combo.Input("nr_shape", options=list(SHAPES), default="abs_cos", optional=True, advanced=True,
+                io.Combo.Input("nr_shape", options=list(SHAPES), default="abs_cos", optional=True, **ADVANCED,
                                tooltip="Noise regularization shape over the run (reference abs_cos)."),
-                io.Float.Input("ds_fraction", default=0.75, min=0.0, max=1.0, step=0.05, optional=True, advanced=True,
+                io.Float.Input("ds_fraction", default=0.75, min=0.0, max=1.0, step=0.05, optional=True, **ADVANCED,
                                tooltip="Differential sampling: share of tokens, those that changed least, sampled "
                                        "from the change (reference 0.75)."),
-                io.Float.Input("z_inversion_cfg", default=0.0, min=0.0, max=50.0, step=0.1, optional=True, advanced=True,
+                io.Float.Input("z_inversion_cfg", default=0.0, min=0.0, max=50.0, step=0.1, optional=True, **ADVANCED,
                                tooltip="Z-Sampling: guidance of the re-masking pass (0 = negative prompt only)."),
-                io.Int.Input("z_start", default=0, min=0, max=512, optional=True, advanced=True,
+                io.Int.Input("z_start", default=0, min=0, max=512, optional=True, **ADVANCED,
                              tooltip="Z-Sampling: first step that zig-zags."),
-                io.Int.Input("z_stop", default=-1, min=-1, max=512, optional=True, advanced=True,
+                io.Int.Input("z_stop", default=-1, min=-1, max=512, optional=True, **ADVANCED,
                              tooltip="Z-Sampling: first step that no longer zig-zags (-1: the last step)."),
             ],
             outputs=[MGTTokens.Output(display_name="tokens")],
@@ -95,6 +106,7 @@ class MGTSampler(io.ComfyNode):
         nr_amplitude: float = 2.0, nr_shape: str = "abs_cos", ds_fraction: float = 0.75, z_inversion_cfg: float = 0.0,
         z_start: int = 0, z_stop: int = -1,
     ) -> io.NodeOutput:
+        steps, cfg, width, height = model_defaults(model.info, steps, cfg, width, height)
         if schedule == CUSTOM and not custom_schedule.strip():
             raise MGTInputError("schedule is 'custom' but custom_schedule is empty")
         settings = make_settings(

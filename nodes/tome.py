@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..mgt_core.accel.tome import TomeConfig
+from .compat import ADVANCED
 from .types import MGTModel, ModelHandle
 
 
@@ -25,9 +26,9 @@ class MGTTomeMGT(io.ComfyNode):
                 io.Boolean.Input("single_stream", default=False,
                                  tooltip="Also merge in the 28 single-stream blocks (beyond the reference): much larger "
                                          "savings (0.5: ~46% fewer MACs), more quality risk."),
-                io.Float.Input("window_start", default=0.0, min=0.0, max=1.0, step=0.05, optional=True, advanced=True,
+                io.Float.Input("window_start", default=0.0, min=0.0, max=1.0, step=0.05, optional=True, **ADVANCED,
                                tooltip="Merge only from this share of the steps on (0 = from the first step)."),
-                io.Float.Input("window_end", default=1.0, min=0.0, max=1.0, step=0.05, optional=True, advanced=True,
+                io.Float.Input("window_end", default=1.0, min=0.0, max=1.0, step=0.05, optional=True, **ADVANCED,
                                tooltip="Stop merging at this share of the steps (e.g. 0.8 leaves the last steps exact)."),
             ],
             outputs=[MGTModel.Output(display_name="model")],

@@ -41,6 +41,7 @@ class ModelHandle:
 class TextEncoderHandle:
     patcher: object  # ModelPatcher around a CLIPTextModelWithProjection
     tokenizer: object
+    info: ModelInfo | None = None  # the model it came with: what vocabulary its prompts may use
 
 
 @dataclass(frozen=True)

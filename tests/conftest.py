@@ -30,7 +30,7 @@ pack = mgt_tool.load_module("mgt_design_choices", REPO / "__init__.py", REPO)
 from comfy_harness import ComfyServer  # noqa: E402 - tests/ is on sys.path from here on
 
 SKIP_VAR = "MGT_SKIP_COMFYUI"
-COMFY_FIXTURES = {"comfy", "comfy_env", "graph", "comfy_models"}
+COMFY_FIXTURES = {"comfy", "comfy_0375", "comfy_servers", "comfy_env", "graph", "comfy_models"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -79,21 +79,72 @@ def comfy_models(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="session")
-def comfy(comfy_env, comfy_models, tmp_path_factory):
-    """One ComfyUI server with this repo loaded, shared by the session; always stopped.
-
-    Its models/mgt holds the tiny random models of ``comfy_models``."""
+def _server(comfy_env, comfy_models, tmp_path_factory, version: str):
     yaml = tmp_path_factory.mktemp("comfy-config") / "extra_model_paths.yaml"
     keys = "".join(f"  {k}: {json.dumps(str(comfy_models / k))}\n" for k in ("mgt", "diffusion_models", "vae", "text_encoders"))
     yaml.write_text(f"mgt_tests:\n  custom_nodes: {json.dumps(str(comfy_env.CUSTOM_NODES))}\n{keys}")
-    server = ComfyServer(comfy_env.PY, comfy_env.LAUNCHER, comfy_env.COMFY_DIR, yaml,
+    server = ComfyServer(comfy_env.PY, comfy_env.LAUNCHER, comfy_env.COMFY_VERSIONS[version], yaml,
                          expected_nodes=pack.NODE_IDS)
+    server.version = version
     server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def comfy(comfy_env, comfy_models, tmp_path_factory):
+    """One ComfyUI 0.30.0 server with this repo loaded, shared by the session; always stopped.
+
+    Its models/mgt holds the tiny random models of ``comfy_models``."""
+    server = _server(comfy_env, comfy_models, tmp_path_factory, "0.30.0")
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def comfy_0375(comfy_env, comfy_models, tmp_path_factory):
+    """The oldest ComfyUI the pack claims (0.3.75), same models and pack; started only by the tests
+    that compare versions (registration, the shipped workflows, a fresh graph)."""
+    server = _server(comfy_env, comfy_models, tmp_path_factory, "0.3.75")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def comfy_servers(comfy, comfy_0375):
+    """Every ComfyUI version the pack claims, by version."""
+    return {"0.30.0": comfy, "0.3.75": comfy_0375}
+
+
+DEMO_MODEL = "mgt-demo (built-in)"
+
+
+@pytest.fixture(scope="session")
+def run_workflow():
+    """Run a shipped UI-format workflow on a server, once per (server, workflow): converted by comfy-cli's
+    converter against that server's /object_info (what the frontend's API export gives), then executed.
+    Returns (API prompt, history entry, PNG paths)."""
+    from comfy_cli.workflow_to_api import convert_ui_to_api
+
+    done = {}
+
+    def run(server, path: Path, timeout: float = 600):
+        key = (id(server), path.name)
+        if key not in done:
+            info = server.object_info()
+            prompt = convert_ui_to_api(json.loads(path.read_text()), info)
+            if DEMO_MODEL not in info["MGTModelLoader"]["input"]["required"]["model"][1]["options"]:
+                for node in prompt.values():  # no built-in model: the tiny random one (same graph, same sizes)
+                    if node["class_type"] == "MGTModelLoader":
+                        node["inputs"]["model"] = "tiny-meissonic"
+            _, entry = server.run(prompt, timeout=timeout)
+            done[key] = (prompt, entry, server.output_images(entry))
+        return done[key]
+
+    return run
 
 
 @pytest.fixture(scope="session")

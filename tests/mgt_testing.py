@@ -38,13 +38,16 @@ def make_tiny_folder(folder, downsample: bool = True, seed: int = 0, defaults: d
 class FakeDenoiser:
     """Seeded random logits per (step value, branch), independent of the tokens; counts calls."""
 
-    def __init__(self, batch: int, grid: tuple[int, int], codebook: int = 16, seed: int = 0, scale: float = 3.0):
+    def __init__(self, batch: int, grid: tuple[int, int], codebook: int = 16, seed: int = 0, scale: float = 3.0,
+                 channels_last: bool = False):
         self.grid, self.mask_id, self.batch, self.codebook = grid, codebook + 3, batch, codebook
         self.seed, self.scale, self.calls = seed, scale, []
+        self.channels_last = channels_last  # the real transformer's layout: a [B, h, w, K] permute
 
     def logits(self, t: int, branch: int, rows: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1000 + t * 2 + branch)
-        return torch.randn(rows, self.codebook, *self.grid, generator=g) * self.scale
+        out = torch.randn(rows, self.codebook, *self.grid, generator=g) * self.scale
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def __call__(self, tokens: torch.Tensor, t: int, branches: str):
         assert tokens.shape[1:] == self.grid

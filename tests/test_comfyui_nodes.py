@@ -62,7 +62,8 @@ def test_every_node_has_typed_sockets_and_tooltips(comfy):
     loader = info["MGTModelLoader"]["input"]["required"]["model"]
     assert {"tiny-meissonic", "tiny-monetico"} <= set(loader[1]["options"] if isinstance(loader[1], dict) and "options" in loader[1] else loader[0])
     sampler = info["MGTSampler"]["input"]
-    assert sampler["required"]["steps"][1]["default"] == 64 and sampler["required"]["cfg"][1]["default"] == 9.0
+    assert all(sampler["required"][k][1]["default"] == 0 for k in ("steps", "cfg", "width", "height"))  # = the model's
+    assert sampler["required"]["width"][1]["step"] == 32 and "0 = the connected model's default" in sampler["required"]["steps"][1]["tooltip"]
     assert set(sampler["optional"]) >= {"init_tokens", "denoise", "nr_amplitude", "ds_fraction", "z_inversion_cfg"}
 
 

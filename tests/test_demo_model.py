@@ -67,3 +67,9 @@ def test_quality_study_runs_end_to_end(tmp_path):
     rows = results["splits"]["simple"]["variants"]
     assert set(rows) == {"vanilla", "noise_reg"} and 0 <= rows["noise_reg"]["win"] <= 1
     assert (tmp_path / "results.md").read_text().count("|") > 10
+
+
+def test_words_outside_the_grammar_are_reported(pipe):
+    assert pipe.prompt_warnings(FIXED) == []
+    [note] = pipe.prompt_warnings(["a red dog on a white background"])
+    assert "never trained on: dog" in note

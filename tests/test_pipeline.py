@@ -85,3 +85,41 @@ def test_bad_sizes_and_prompts(pipe):
         pipe("x", height=30, width=32)
     with pytest.raises(MGTInputError, match="negative prompts"):
         pipe(["a", "b"], negative_prompt=["only one"])
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"steps": 0}, r"steps must be an integer >= 1 \(or None for the model's default, 6\), got 0"),
+    ({"width": 0}, r"width must be an integer >= 1 \(or None for the model's default, 32\), got 0"),
+    ({"height": 0}, r"height must be an integer >= 1 \(or None"),
+    ({"steps": 2.5}, r"steps must be an integer"),
+    ({"num_images_per_prompt": 0}, r"num_images_per_prompt must be an integer >= 1, got 0"),
+    ({"seed": 2**64}, r"seed must be an integer from 0 to 2\*\*64-1"),
+    ({"seed": -1}, r"seed must be an integer from 0 to 2\*\*64-1"),
+    ({"prompt": None}, r"prompt must be a string or a non-empty list of strings, got None"),
+    ({"prompt": []}, r"prompt must be a string or a non-empty list"),
+    ({"negative_prompt": 3}, r"negative_prompt must be a string"),
+    ({"init_image": torch.rand(1, 32, 32, 3), "width": 48}, r"init_image is 32x32 .* ask for 48x"),
+    ({"init_image": torch.rand(32, 32, 3)}, r"init_image must be a tensor \[B, H, W, 3\]"),
+    ({"init_image": torch.rand(1, 32, 32, 3), "mask": torch.ones(1, 16, 16)}, r"mask must be .* \(32x32\)"),
+])
+def test_bad_arguments_are_named_errors_before_any_work(pipe, kwargs, message):
+    """Nothing is silently replaced by a default, and no error comes from deep inside torch."""
+    prompt = kwargs.pop("prompt", "a red circle")
+    with pytest.raises(MGTInputError, match=message):
+        pipe(prompt, **kwargs)
+
+
+def test_seed_covers_comfyuis_whole_range(pipe):
+    top = pipe("a red circle", seed=2**64 - 1, steps=2)
+    assert top.shape == (1, 32, 32, 3)
+    assert not torch.equal(top, pipe("a red circle", seed=2**63, steps=2))
+
+
+def test_init_image_sets_the_size_when_width_and_height_are_left_out(pipe):
+    init = pipe("a red circle", seed=1, height=32, width=48)
+    assert pipe("a red circle", init_image=init, strength=0.5, seed=2).shape == (1, 32, 48, 3)
+
+
+def test_truncated_prompt_warns(pipe):
+    with pytest.warns(mgt_core.errors.MGTPromptWarning, match=r"tokens but the text encoder reads \d+"):
+        pipe("a red circle " * 30, steps=1)

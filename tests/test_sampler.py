@@ -60,12 +60,14 @@ def test_vanilla_matches_reference_scheduler_every_step(grid, scale):
     assert (ours[-1] != den.mask_id).all()
 
 
-def test_noise_regularization_matches_reference_draw_order():
-    """NR draws normal noise with the strides of the [B, L, K] view first, then the step's draws."""
+@pytest.mark.parametrize("channels_last", [False, True], ids=["channels_first", "channels_last"])
+def test_noise_regularization_matches_reference_draw_order(channels_last):
+    """NR draws normal noise with the strides of the [B, L, K] view first, then the step's draws, for
+    logits in either memory layout (the real transformer's are channels-last)."""
     AmusedScheduler = pytest.importorskip("diffusers").AmusedScheduler
 
     steps, batch, grid = 8, 2, (4, 6)
-    den = FakeDenoiser(batch, grid, seed=5)
+    den = FakeDenoiser(batch, grid, seed=5, channels_last=channels_last)
     nr = NoiseRegularization()
     ours = Sampler(den, SamplerSettings(steps=steps, guidance_scale=4.0, noise_regularization=nr, reference_rng=True),
                    torch.Generator().manual_seed(11))
@@ -79,6 +81,7 @@ def test_noise_regularization_matches_reference_draw_order():
         lu, lc = den.logits(int(t), 0, batch), den.logits(int(t), 1, batch)
         logits = lu + 4.0 * (lc - lu)
         view = logits.reshape(batch, den.codebook, -1).permute(0, 2, 1)
+        assert view.is_contiguous() == channels_last  # the layouts really differ
         sigma = 2 * torch.abs(torch.cos(math.pi * t / (steps - 1)))
         view += sigma * torch.randn_like(view)
         x = sched.step(logits, t, x, generator=None).prev_sample

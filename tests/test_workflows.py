@@ -13,13 +13,6 @@ pytestmark = pytest.mark.comfyui
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-DEMO = "mgt-demo (built-in)"
-
-
-def to_api(workflow: dict, object_info: dict) -> dict:
-    from comfy_cli.workflow_to_api import convert_ui_to_api
-
-    return convert_ui_to_api(workflow, object_info)
 
 
 def test_workflows_are_generated_from_the_declared_graphs():
@@ -34,20 +27,12 @@ def test_workflows_are_generated_from_the_declared_graphs():
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
-def test_workflow_converts_and_runs(comfy, path):
-    workflow = json.loads(path.read_text())
-    info = comfy.object_info()
-    prompt = to_api(workflow, info)
+def test_workflow_converts_and_runs(comfy, run_workflow, path):
+    prompt, entry, pngs = run_workflow(comfy, path)
     assert not any(n["class_type"] == "Note" for n in prompt.values())
-    if DEMO not in info["MGTModelLoader"]["input"]["required"]["model"][1]["options"]:
-        for node in prompt.values():  # no built-in model yet: the tiny random one (same graph, same sizes)
-            if node["class_type"] == "MGTModelLoader":
-                node["inputs"]["model"] = "tiny-meissonic"
     samplers = [n["inputs"] for n in prompt.values() if n["class_type"] == "MGTSampler"]
     assert samplers and all(isinstance(s["seed"], int) and "control_after_generate" not in s for s in samplers)
-    prompt_id, entry = comfy.run(prompt, timeout=600)
     assert entry["status"]["status_str"] == "success", [d for t, d in entry["status"]["messages"] if t == "execution_error"]
-    pngs = comfy.output_images(entry)
     assert pngs
     size = (samplers[0]["width"], samplers[0]["height"])
     for png in pngs:

