@@ -7,7 +7,8 @@ far harsher than a VQ decoder, which draws sharp edges inside a token). Then the
 (``scenes.broken_set``: L-shapes, holes, blobs, fragments, stray dots, stretched boxes; the prompt
 unchanged), which the judge must reject (>= 95%), with the checks that caught each kind.
 
-    /work/devvenv/bin/python bench/judge_check.py [--n 1000] [--seed 0]
+    python bench/judge_check.py [--n 1000] [--seed 0]
+    python bench/judge_check.py --vq-only mgt_core/demo/mgt-demo --n 300   # the VQ's round trips only
 """
 
 from __future__ import annotations
@@ -61,11 +62,34 @@ DEGRADATIONS = {
 ATTRS = ("count", "background", "colour", "shape", "outline", "clean", "size", "position", "relation")
 
 
+def vq_check(model: str, n: int, seed: int) -> None:
+    """All-correct and per-attribute rates of VQ round trips (the ceiling of a model on its tokens)."""
+    import torch
+
+    from mgt_core.demo.judge import accuracy
+    from mgt_core.loading.pipeline import load_pipeline
+
+    pipe = load_pipeline(model, dtype=torch.float32, load_text=False)
+    for split in ("simple", "compositional"):
+        rng = np.random.default_rng([seed, S.SPLITS.index(split)])
+        verdicts = []
+        for i in range(0, n, 50):
+            prompts, images = S.sample_batch(rng, split, min(50, n - i))
+            rec = pipe.decode(pipe.encode_image(torch.from_numpy(images).float() / 255))
+            verdicts += [judge((r.numpy() * 255).round().astype(np.uint8), p) for r, p in zip(rec, prompts, strict=True)]
+        acc = accuracy(verdicts)
+        print(f"VQ round trip, {split} ({n}): " + ", ".join(f"{k} {100 * v:.1f}" for k, v in acc.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="scenes per split")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vq-only", metavar="MODEL", help="judge encode + decode of renders through MODEL's VQ instead")
     args = ap.parse_args()
+    if args.vq_only:
+        vq_check(args.vq_only, args.n, args.seed)
+        return
 
     hits: dict[tuple[str, str], Counter] = defaultdict(Counter)
     tries: dict[tuple[str, str], Counter] = defaultdict(Counter)
