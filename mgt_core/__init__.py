@@ -5,8 +5,11 @@ Never imports ComfyUI; the ComfyUI nodes in ``nodes/`` are thin adapters over th
 
 from .errors import MGTError, MGTInputError, MGTLoadError
 from .loading.pipeline import load_pipeline
+from .maskgit_pipeline import MaskGITPipeline
 from .pipeline import MGTPipeline
 
 __version__ = "0.1.0"
 
-__all__ = ["MGTError", "MGTInputError", "MGTLoadError", "MGTPipeline", "__version__", "load_pipeline"]
+__all__ = [
+    "MGTError", "MGTInputError", "MGTLoadError", "MGTPipeline", "MaskGITPipeline", "__version__", "load_pipeline",
+]

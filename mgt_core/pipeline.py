@@ -134,6 +134,13 @@ class MGTPipeline:
         """Pixels per VQ token along each axis."""
         return self.info.vq_factor
 
+    def compile(self, backend: str = "inductor", mode: str | None = None, dynamic: bool | None = None) -> str | None:
+        """Run the transformer blocks compiled from the next generation on (regional torch.compile,
+        shared across runs and sizes). Returns None, or why compiling is impossible here (then eager)."""
+        from .accel.compile import enable_compile
+
+        return enable_compile(self.transformer, backend=backend, mode=mode, dynamic=dynamic)
+
     def grid_for(self, height: int, width: int) -> tuple[int, int]:
         """Token grid of an image size; sizes must split into whole transformer tokens."""
         step = self.factor * self.transformer.config.grid_factor

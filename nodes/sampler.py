@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import torch
 from comfy_api.latest import io
 
+from ..mgt_core.accel.compile import compile_status, enable_compile
 from ..mgt_core.accel.context import shared_clone
-from ..mgt_core.accel.tome import apply_tome
+from ..mgt_core.accel.quant import quant_info
+from ..mgt_core.accel.tome import TomeConfig, apply_tome, transformer_macs
 from ..mgt_core.errors import MGTInputError
 from ..mgt_core.models.text import TextConditioning
 from ..mgt_core.pipeline import MGTPipeline, make_settings
@@ -20,6 +25,7 @@ from .types import MGTConditioning, MGTModel, MGTTokens, ModelHandle, Tokens
 
 CUSTOM = "custom"
 NO_PRESET = "none"
+log = logging.getLogger("mgt")
 SIZE_STEP = 32  # a size widget step every supported model accepts (Meissonic and the demo need 32)
 
 
@@ -161,9 +167,25 @@ class MGTSampler(io.ComfyNode):
         todo = settings.steps - (start.first_step if start else 0)
         node_id = cls.hidden.unique_id if getattr(cls, "hidden", None) else None
         callback = bridge.step_callback(node_id, todo, grid, model.vq)
-        if model.tome:  # on a weight-sharing copy: the loaded model itself is never patched
-            pipe.transformer = apply_tome(shared_clone(pipe.transformer), seed=seed, **model.tome)
+        if model.tome or model.compile:  # on a weight-sharing copy: the loaded model itself is never patched
+            pipe.transformer = shared_clone(pipe.transformer)
+        if model.tome:
+            apply_tome(pipe.transformer, seed=seed, **model.tome)
+            macs = transformer_macs(pipe.transformer.config, grid, cond.hidden.shape[1], TomeConfig(**model.tome))
+            plain = transformer_macs(pipe.transformer.config, grid, cond.hidden.shape[1])
+            if macs["total"] > 0.9 * plain["total"]:
+                log.warning("MGT TomeMGT: these settings save only %.0f%% of the transformer's work at %dx%d (merging "
+                            "in the dual-stream blocks alone); on a GPU the merging can cost about as much. Raise the "
+                            "ratio or turn on single_stream for a speed-up.", 100 * (1 - macs["total"] / plain["total"]),
+                            width, height)
+        if model.compile:  # compiled code is cached process-wide: the per-run copy reuses it
+            enable_compile(pipe.transformer)  # logs why where no compiler can run, and stays eager
+        t0 = time.perf_counter()
         result = pipe.sample_tokens(cond, uncond, settings, height=height, width=width, generator=generator,
                                     start=start, callback=callback)
         tokens = result.tokens.view(-1, *grid).cpu()
+        log.info("MGT Sampler: %d steps %dx%d x%d on %s, %s, %s%s: %.2f s", todo, width, height, len(cond), device,
+                 str(pipe.transformer.dtype).replace("torch.", ""), compile_status(pipe.transformer),
+                 f", SCQ {quant_info(pipe.transformer)['mode']}" if quant_info(pipe.transformer) else "",
+                 time.perf_counter() - t0)
         return io.NodeOutput(Tokens(tokens, model.info.vq_factor))

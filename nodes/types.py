@@ -32,6 +32,7 @@ class ModelHandle:
     info: ModelInfo
     vq: VQHandle | None = None  # the loader's VQ, for live previews
     tome: dict | None = None  # apply_tome options, applied to a weight-sharing copy while sampling
+    compile: bool = False  # run the blocks compiled (regional torch.compile) on that copy
 
     def with_changes(self, **kw) -> ModelHandle:
         return replace(self, **kw)

@@ -118,11 +118,12 @@ class ComfyServer:
     """One ComfyUI process on 127.0.0.1 with a throwaway base directory. Use as a context manager."""
 
     def __init__(self, python, launcher, comfy_dir, extra_paths_yaml, expected_nodes=(), *,
-                 websocket: bool = True, start_timeout: float = 240):
+                 websocket: bool = True, start_timeout: float = 240, cpu: bool = True):
         self.python, self.launcher, self.comfy_dir = Path(python), Path(launcher), Path(comfy_dir)
         self.extra_paths_yaml = Path(extra_paths_yaml)
         self.expected_nodes = tuple(expected_nodes)
         self.use_websocket, self.start_timeout = websocket, start_timeout
+        self.cpu = cpu  # False: ComfyUI picks its device (the GPU), as users run it
         self.client_id = uuid.uuid4().hex
         self.proc: subprocess.Popen | None = None
         self.events: EventListener | None = None
@@ -139,7 +140,7 @@ class ComfyServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log_path = self.tmp / "server.log"
-        cmd = [self.python, self.launcher, self.comfy_dir, "--cpu", "--listen", "127.0.0.1", "--port", self.port,
+        cmd = [self.python, self.launcher, self.comfy_dir, *(["--cpu"] if self.cpu else []), "--listen", "127.0.0.1", "--port", self.port,
                "--base-directory", self.base, "--front-end-root", frontend, "--database-url", "sqlite:///:memory:",
                "--disable-api-nodes", "--extra-model-paths-config", self.extra_paths_yaml]
         with open(self._log_path, "wb") as log:
@@ -216,6 +217,10 @@ class ComfyServer:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - our own loopback server
             raw = resp.read()
         return json.loads(raw) if raw else None
+
+    def _request_bytes(self, path: str, timeout: float = 30) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:  # noqa: S310 - our own loopback server
+            return resp.read()
 
     def object_info(self, node: str | None = None) -> dict:
         return self._request("/object_info" + (f"/{node}" if node else ""))

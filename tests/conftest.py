@@ -97,27 +97,22 @@ def _server(comfy_env, comfy_models, tmp_path_factory, version: str):
     return server
 
 
-@pytest.fixture(scope="session")
-def comfy(comfy_env, comfy_models, tmp_path_factory):
-    """One ComfyUI 0.30.0 server with this repo loaded, shared by the session; always stopped.
+def _session_server(version: str, doc: str):
+    def fixture(comfy_env, comfy_models, tmp_path_factory):
+        server = _server(comfy_env, comfy_models, tmp_path_factory, version)
+        try:
+            yield server
+        finally:
+            server.stop()
 
-    Its models/mgt holds the tiny random models of ``comfy_models``."""
-    server = _server(comfy_env, comfy_models, tmp_path_factory, "0.30.0")
-    try:
-        yield server
-    finally:
-        server.stop()
+    fixture.__doc__ = doc
+    return pytest.fixture(scope="session")(fixture)
 
 
-@pytest.fixture(scope="session")
-def comfy_0375(comfy_env, comfy_models, tmp_path_factory):
-    """The oldest ComfyUI the pack claims (0.3.75), same models and pack; started only by the tests
-    that compare versions (registration, the shipped workflows, a fresh graph)."""
-    server = _server(comfy_env, comfy_models, tmp_path_factory, "0.3.75")
-    try:
-        yield server
-    finally:
-        server.stop()
+comfy = _session_server("0.30.0", """One ComfyUI 0.30.0 server with this repo loaded, shared by the session;
+always stopped. Its models/mgt holds the tiny random models of ``comfy_models``.""")
+comfy_0375 = _session_server("0.3.75", """The oldest ComfyUI the pack claims (0.3.75), same models and pack;
+started only by the tests that compare versions (registration, the shipped workflows, a fresh graph).""")
 
 
 @pytest.fixture(scope="session")

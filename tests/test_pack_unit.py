@@ -111,3 +111,24 @@ def test_failure_excerpt_keeps_tracebacks_and_import_lines():
     assert excerpt[0].startswith("Traceback") and "SyntaxError: invalid syntax" in excerpt
     assert "unrelated line" not in excerpt and "Starting server" not in excerpt
     assert excerpt[-1].endswith("(IMPORT FAILED): /x")
+
+
+def test_demo_output_names_never_overwrite(tmp_path):
+    """`tools/mgt.py demo` copies ComfyUI's x_00001_.png into output/: a second run gets the next counter."""
+    assert mgt_tool.free_name(tmp_path, "mgt_t2i_00001_.png") == tmp_path / "mgt_t2i_00001_.png"
+    (tmp_path / "mgt_t2i_00001_.png").write_bytes(b"first")
+    (tmp_path / "mgt_t2i_00002_.png").write_bytes(b"second")
+    assert mgt_tool.free_name(tmp_path, "mgt_t2i_00001_.png") == tmp_path / "mgt_t2i_00003_.png"
+    (tmp_path / "plain.png").write_bytes(b"x")
+    assert mgt_tool.free_name(tmp_path, "plain.png") == tmp_path / "plain_00001_.png"
+
+
+def test_ui_packages_follow_each_comfyui_versions_pins():
+    """`ui` installs the frontend, templates and docs that each tested ComfyUI pins (no red errors, no 404s)."""
+    if not mgt_tool.env_ready():
+        pytest.skip("needs the environment (python3 tools/mgt.py setup)")
+    for version, folder in mgt_tool.COMFY_VERSIONS.items():
+        reqs = mgt_tool.ui_requirements(folder)
+        assert sorted(r.split("==")[0] for r in reqs) == sorted(mgt_tool.UI_ONLY), version
+        assert all("==" in r for r in reqs), version
+    assert mgt_tool.ui_requirements(mgt_tool.COMFY_VERSIONS["0.3.75"]) != mgt_tool.ui_requirements(mgt_tool.COMFY_DIR)

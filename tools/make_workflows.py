@@ -92,8 +92,25 @@ class Graph:
     def to_json(self) -> dict:
         return {
             "last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes, "links": self.links,
-            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
+            "groups": [], "config": {}, "extra": {"ds": fit_view(self.nodes)}, "version": 0.4,
         }
+
+
+VIEW = (1280, 720)  # the canvas a workflow must fit when opened (a laptop window, less the menu bar)
+VIEW_MARGIN = (80, 40)  # left: clear of the frontend's side bar; top: room for the first node titles
+TITLE_HEIGHT = 30  # node title bars sit above pos
+
+
+def fit_view(nodes: list[dict]) -> dict:
+    """The saved canvas transform (LiteGraph: screen = (graph + offset) * scale) that shows every node,
+    title bars included, inside VIEW right of the side bar, at no more than 100%."""
+    x0 = min(n["pos"][0] for n in nodes)
+    y0 = min(n["pos"][1] for n in nodes) - TITLE_HEIGHT
+    x1 = max(n["pos"][0] + n["size"][0] for n in nodes)
+    y1 = max(n["pos"][1] + n["size"][1] for n in nodes)
+    room_w, room_h = VIEW[0] - VIEW_MARGIN[0] - 20, VIEW[1] - VIEW_MARGIN[1] - 20
+    scale = round(min(1.0, room_w / (x1 - x0), room_h / (y1 - y0)), 3)
+    return {"scale": scale, "offset": [round(VIEW_MARGIN[0] / scale - x0, 1), round(VIEW_MARGIN[1] / scale - y0, 1)]}
 
 
 def sampler_widgets(d: dict, seed: int, *, nr=False, ds=False, zs=False, denoise=1.0, preset="none") -> list:

@@ -348,6 +348,13 @@ def free_name(folder: Path, name: str) -> Path:
     return path
 
 
+def final_image(server, entry: dict) -> Path:
+    """The workflow's result: the first image of its last image-saving node (node ids follow the graph)."""
+    outs = {k: v["images"] for k, v in entry["outputs"].items() if v.get("images")}
+    img = outs[max(outs, key=int)][0]
+    return server.base / "output" / img.get("subfolder", "") / img["filename"]
+
+
 def thumbnail(png: Path, jpg: Path) -> None:
     """The template browser's thumbnail of a workflow: the image it makes (JPEG, as the frontend asks)."""
     subprocess.check_call([str(PY), "-c", (
@@ -379,7 +386,7 @@ def demo(args) -> int:
                 die(f"{path.name} failed: {json.dumps(status.get('messages'))[:4000]}")
             files = [Path(shutil.copy2(p, free_name(OUTPUT_DIR, p.name))) for p in server.output_images(entry)]
             if args.thumbnails and files:
-                thumbnail(files[0], path.with_suffix(".jpg"))
+                thumbnail(final_image(server, entry), path.with_suffix(".jpg"))
             log(f"{path.name}: {len(files)} image(s) in {time.monotonic() - t:.1f} s")
             saved += files
     if not saved:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+import torch
 from torch import nn
 
 from ..errors import MGTInputError
@@ -27,14 +28,23 @@ def cfg_branches(branches: str) -> Iterator[None]:
     if branches not in BRANCHES:
         raise MGTInputError(f"branches must be one of {BRANCHES}, got {branches!r}")
     token = _branches.set(branches)
+    before, _mirror[0] = _mirror[0], branches
     try:
         yield
     finally:
         _branches.reset(token)
+        _mirror[0] = before
+
+
+_mirror: list[str | None] = [None]
+"""The same value as a plain global: torch.compile cannot trace ContextVar.get, but it guards on a
+global's value (at most one graph per value). Compiled regions run in the thread that set it."""
 
 
 def current_branches() -> str | None:
     """The innermost :func:`cfg_branches` value, or None outside any (then even batches count as CFG halves)."""
+    if torch.compiler.is_compiling():
+        return _mirror[0]
     return _branches.get()
 
 

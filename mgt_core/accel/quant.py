@@ -135,6 +135,79 @@ def fake_quant_act(x: torch.Tensor, scale: torch.Tensor, ste: bool = False) -> t
     return x + (xq - x).detach() if ste else xq
 
 
+# ----------------------------------------------------------------------------------------------
+# FP8 fast path (issue 13): W4A8 layers with static activation scales as one FP8 e4m3 matmul
+
+FP8 = torch.float8_e4m3fn if hasattr(torch, "float8_e4m3fn") else None
+FP8_MAX = 448.0
+INT8_TO_FP8 = 127.0 / FP8_MAX
+"""The calibrated int8 scale is absmax / 127; the same absmax maps to e4m3's largest value 448."""
+FAST_PATHS: dict = {"fp8": os.environ.get("MGT_SCQ_FP8", "1") != "0", "force": False}
+"""``fp8``: use FP8 where the device has it (env MGT_SCQ_FP8=0 turns it off); ``force``: on any
+device (the CPU runs ``torch._scaled_mm`` too in recent torch: how the tests check the path)."""
+_fp8_devices: dict[str, bool] = {}
+
+
+@torch.compiler.disable
+def _probe_fp8(device: torch.device) -> bool:
+    """FP8 tensor-core matmuls: NVIDIA compute capability 8.9 (Ada) or newer, and this torch's
+    row-wise scaled kernel actually runs there (checked once per device)."""
+    if FP8 is None or not hasattr(torch, "_scaled_mm"):
+        return False
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
+        return False
+    try:  # the exact call the path makes (row-wise scales, bf16 bias and output): some builds lack it
+        a = torch.zeros(16, 32, device=device).to(FP8)
+        b = torch.zeros(16, 32, device=device).to(FP8)
+        ones = torch.ones(16, 1, device=device)
+        torch._scaled_mm(a, b.t(), ones, ones.t().contiguous(), bias=torch.zeros(16, device=device, dtype=torch.bfloat16),
+                         out_dtype=torch.bfloat16)
+        return True
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
+
+
+def fp8_available(x: torch.Tensor) -> bool:
+    """Whether :func:`fp8_linear` runs for inputs like ``x`` (bf16 on an FP8 GPU, or forced)."""
+    if not FAST_PATHS["fp8"] or FP8 is None:
+        return False
+    if FAST_PATHS["force"]:
+        return x.dtype in (torch.bfloat16, torch.float32)
+    if x.device.type != "cuda" or x.dtype != torch.bfloat16:  # row-wise scaled FP8 matmuls write bf16
+        return False
+    key = str(x.device)
+    if key not in _fp8_devices:
+        _fp8_devices[key] = _probe_fp8(x.device)
+    return _fp8_devices[key]
+
+
+def fp8_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(e4m3 weight [N, K], fp32 per-output-row scale [1, N]): each row's absmax maps to 448."""
+    w = weight.float()
+    scale = (w.abs().amax(dim=1) / FP8_MAX).clamp_min(torch.finfo(torch.float32).tiny)
+    return (w / scale[:, None]).to(FP8), scale[None]
+
+
+def fp8_linear(
+    x: torch.Tensor, weight: torch.Tensor, row_scale: torch.Tensor, bias: torch.Tensor | None, emulate: bool = False
+) -> torch.Tensor:
+    """x [..., K] @ weight^T + bias with x quantized to e4m3 by a STATIC per-row scale (no reduction
+    over x, so nothing waits on the data) and the weight per output row; fp32 accumulation.
+    ``row_scale`` [rows of x] is the calibrated int8 scale of each batch row. ``emulate`` computes
+    the same quantized operands in fp32 instead of ``torch._scaled_mm``."""
+    k = x.shape[-1]
+    s = (row_scale.float() * INT8_TO_FP8).repeat_interleave(x[..., 0].numel() // x.shape[0])[:, None]
+    x8 = (x.reshape(-1, k).float() / s).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+    w8, ws = fp8_weight(weight)
+    out_dtype = x.dtype
+    if emulate:
+        y = (x8.float() * s) @ (w8.float() * ws.t()).t()
+        y = y + bias.float() if bias is not None else y
+    else:
+        y = torch._scaled_mm(x8, w8.t(), s, ws, bias=bias.to(out_dtype) if bias is not None else None, out_dtype=out_dtype)
+    return y.to(out_dtype).view(*x.shape[:-1], weight.shape[0])
+
+
 class _Observer:
     """EMA of the per-CFG-half absmax of one tensor (the first observation of a half replaces)."""
 
@@ -234,7 +307,18 @@ class QuantLinear(nn.Module):
             return fake_quant_weight(self.latent, self.bits, self.group_size).to(dtype)
         return self.dequantize(dtype)
 
+    def fast_path(self, x: torch.Tensor) -> str:
+        """'fp8' (W4A8 layer, calibrated, inference, FP8 device) or 'dequantize' (the reference math)."""
+        if (self.act == ACT_INT8 and self._observers is None and self.latent is None
+                and self.in_features % 16 == 0 and self.out_features % 16 == 0 and fp8_available(x)):
+            return "fp8"
+        return "dequantize"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast_path(x) == "fp8":
+            rows = _row_scales(self.input_scale, x.shape[0])
+            y = fp8_linear(x, self.dequantize(torch.float32), rows, self.bias)
+            return fake_quant_act(y, self.output_scale)
         quant_act = self.act == ACT_INT8 and self._observers is None
         ste = self.latent is not None
         if self._observers is not None:
@@ -326,6 +410,22 @@ def quantize_model(
         _set_submodule(model, n, QuantLinear.from_linear(model.get_submodule(n), bits, g, act_scales, name=n))
     model._mgt_quant = {"mode": mode, "group_size": group_size, "calibrated": False}
     return model
+
+
+def fast_path_summary(model: nn.Module, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> str:
+    """How the quantized layers compute for inputs on ``device`` in ``dtype`` (default: the model's),
+    e.g. 'fp8 x 336, dequantize x 37'."""
+    layers = quant_layers(model)
+    if not layers:
+        return "not quantized"
+    first = next(iter(layers.values()))
+    probe = torch.empty(0, device=device or first.qweight.device, dtype=dtype or getattr(model, "dtype", torch.float32))
+    counts: dict[str, int] = {}
+    with torch.no_grad():
+        for m in layers.values():
+            path = m.fast_path(probe)
+            counts[path] = counts.get(path, 0) + 1
+    return ", ".join(f"{k} x {v}" for k, v in sorted(counts.items()))
 
 
 def quant_info(model: nn.Module) -> dict | None:

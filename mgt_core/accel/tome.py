@@ -42,6 +42,7 @@ from ..models.meissonic.transformer import (
     _clip_fp16,
     modulate,
 )
+from .compile import EAGER_REGION
 
 MAX_RATIO = 0.75
 """At most 3 of the 4 tokens of a 2x2 window can merge into its dst."""
@@ -111,25 +112,48 @@ def dst_positions(grid: tuple[int, int], sx: int, sy: int, generator: torch.Gene
     return (rows * gw + cols).reshape(-1)
 
 
+def merge_rows(x: torch.Tensor, gather: torch.Tensor, merged: torch.Tensor, target: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """[B, N, C] -> [B, N - r, C]: gather the kept and dst rows, add the merged src rows into their dst,
+    divide by the member count. Pure tensor ops with fixed shapes (no sync, compile friendly)."""
+    b, _, c = x.shape
+    flat = x.reshape(-1, c)
+    out = torch.index_add(flat.index_select(0, gather), 0, target, flat.index_select(0, merged))
+    return (out / count.to(out.dtype)).view(b, -1, c)
+
+
+def unmerge_rows(y: torch.Tensor, inverse: torch.Tensor, n: int) -> torch.Tensor:
+    """[B, N - r, C] -> [B, N, C]: every position takes its row of the merged layout (one gather)."""
+    b, _, c = y.shape
+    return y.reshape(-1, c).index_select(0, inverse).view(b, n, c)
+
+
 class Matching:
     """One bipartite matching: ``merge`` [B, N, C] -> [B, N - r, C] and ``unmerge`` back to [B, N, C].
 
     Merged layout: the kept src tokens (best-match rank order) then the dst tokens; each dst row is
     the mean of itself and the src tokens merged into it. Unmerge copies a dst row to its merged src.
     ``keep``, ``merged`` [B, *] are token positions and ``target`` [B, r] the index (into ``dst``) of
-    each merged token's dst. The gathers and the scatter-mean run as row copies on the flattened
-    [B * N, C] view (index_select / index_add / index_copy), which are memory-bound and cheap.
+    each merged token's dst. Everything runs on flat [B * N, C] row indices built once per matching:
+    merge is two gathers, one index_add and a divide; unmerge is one gather (``inverse`` maps every
+    position to its merged row), all without host syncs.
     """
 
     def __init__(self, n: int, dst: torch.Tensor, keep: torch.Tensor, merged: torch.Tensor, target: torch.Tensor):
         self.n, self.dst, self.keep, self.merged, self.target = n, dst, keep, merged, target
-        b, nd = keep.shape[0], dst.shape[0]
-        rows = torch.arange(b, device=dst.device)[:, None]
-        self._dst = (dst[None] + rows * n).reshape(-1)
-        self._keep = (keep + rows * n).reshape(-1)
-        self._merged = (merged + rows * n).reshape(-1)
-        self._target = (target + rows * nd).reshape(-1)  # rows of the [B * nd, C] dst block
-        self._count = torch.ones(b * nd, device=dst.device).index_add_(0, self._target, torch.ones(self._target.shape[0], device=dst.device))[:, None]
+        b, nd, k, r = keep.shape[0], dst.shape[0], keep.shape[1], merged.shape[1]
+        dev = dst.device
+        m = n - r
+        rows = torch.arange(b, device=dev)[:, None]
+        dst_b = dst[None].expand(b, -1)
+        self.gather = (torch.cat([keep, dst_b], dim=1) + rows * n).reshape(-1)
+        self.src_rows = (merged + rows * n).reshape(-1)
+        self.target_rows = (target + k + rows * m).reshape(-1)  # rows of the [B * (N - r), C] merged layout
+        self.count = torch.ones(b * m, device=dev).index_add_(0, self.target_rows, torch.ones(b * r, device=dev))[:, None]
+        inverse = torch.empty(b, n, dtype=torch.long, device=dev)
+        inverse.scatter_(1, keep, torch.arange(k, device=dev).expand(b, -1))
+        inverse.scatter_(1, dst_b, torch.arange(k, k + nd, device=dev).expand(b, -1))
+        inverse.scatter_(1, merged, target + k)
+        self.inverse = (inverse + rows * m).reshape(-1)
 
     @property
     def r(self) -> int:
@@ -139,33 +163,57 @@ class Matching:
     def merged_len(self) -> int:
         return self.n - self.r
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """(gather, src_rows, target_rows, count, inverse): what the compiled block bodies take."""
+        return self.gather, self.src_rows, self.target_rows, self.count, self.inverse
+
     def merge(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, c = x.shape
-        flat = x.reshape(-1, c)
-        dst = flat.index_select(0, self._dst).index_add_(0, self._target, flat.index_select(0, self._merged))
-        dst = dst / self._count.to(dst.dtype)
-        kept = flat.index_select(0, self._keep)
-        return torch.cat([kept.view(b, -1, c), dst.view(b, -1, c)], dim=1)
+        return merge_rows(x, self.gather, self.src_rows, self.target_rows, self.count)
 
     def unmerge(self, y: torch.Tensor) -> torch.Tensor:
-        b, _, c = y.shape
-        k = self.keep.shape[1]
-        kept, dst = y[:, :k].reshape(-1, c), y[:, k:].reshape(-1, c)
-        out = y.new_empty(b * self.n, c)
-        out.index_copy_(0, self._dst, dst)
-        out.index_copy_(0, self._keep, kept)
-        out.index_copy_(0, self._merged, dst.index_select(0, self._target))
-        return out.view(b, self.n, c)
+        return unmerge_rows(y, self.inverse, self.n)
+
+
+def partition(grid: tuple[int, int], sx: int, sy: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dst, src) token positions on the CPU: one random dst per complete window, every other token src."""
+    n = grid[0] * grid[1]
+    dst = dst_positions(grid, sx, sy, generator)
+    is_dst = torch.zeros(n, dtype=torch.bool)
+    is_dst[dst] = True
+    return dst, (~is_dst).nonzero()[:, 0]
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on ``device`` without stalling it: an accelerator copy goes from pinned memory
+    asynchronously (a pageable host-to-device copy waits for the device queue to drain)."""
+    if device.type == "cpu":
+        return t
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device, non_blocking=True)  # other devices: the backend decides (a blocking copy where it must)
+
+
+def match(metric: torch.Tensor, dst: torch.Tensor, src: torch.Tensor, r: int) -> tuple[torch.Tensor, ...]:
+    """(keep, merged, target) of a matching: cosine scores in fp32, the r best-matched src merge.
+    A stable sort ranks them, so ties break the same on every device."""
+    x = F.normalize(metric.float(), dim=-1)
+    scores = x.index_select(1, src) @ x.index_select(1, dst).transpose(1, 2)  # [B, #src, #dst]
+    best, best_dst = scores.max(dim=-1)
+    order = torch.sort(best, dim=-1, descending=True, stable=True).indices
+    merged = order[:, :r]
+    return src[order[:, r:]], src[merged], best_dst.gather(1, merged)
 
 
 @torch.no_grad()
 def bipartite_matching(
-    metric: torch.Tensor, grid: tuple[int, int], ratio: float, generator: torch.Generator, sx: int = 2, sy: int = 2
+    metric: torch.Tensor, grid: tuple[int, int], ratio: float, generator: torch.Generator | None, sx: int = 2, sy: int = 2,
+    parts: tuple[torch.Tensor, torch.Tensor] | None = None, run=None,
 ) -> Matching | None:
     """Match the image tokens ``metric`` [B, N, C] on ``grid`` (gh, gw); None when nothing merges.
 
     Matching is per batch row (uncond and cond rows merge differently); the dst partition is shared.
-    Scores are computed in fp32 and ranked with a stable sort, so ties break the same on every device.
+    ``parts``: the (dst, src) positions already on the metric's device (else drawn from ``generator``);
+    ``run``: how to call :func:`match` (a compiler, or None for a plain call).
     """
     b, n, _ = metric.shape
     if n != grid[0] * grid[1]:
@@ -173,18 +221,12 @@ def bipartite_matching(
     r, _ = merge_count(n, grid, ratio, sx, sy)
     if r <= 0:
         return None
-    dev = metric.device
-    dst = dst_positions(grid, sx, sy, generator)
-    is_dst = torch.zeros(n, dtype=torch.bool)
-    is_dst[dst] = True
-    src = (~is_dst).nonzero()[:, 0]
-    dst, src = dst.to(dev), src.to(dev)
-    x = F.normalize(metric.float(), dim=-1)
-    scores = x[:, src] @ x[:, dst].transpose(1, 2)  # [B, #src, #dst]
-    best, best_dst = scores.max(dim=-1)
-    order = torch.sort(best, dim=-1, descending=True, stable=True).indices
-    merged = order[:, :r]
-    return Matching(n, dst, src[order[:, r:]], src[merged], best_dst.gather(1, merged))
+    if parts is None:
+        dst, src = (to_device(v, metric.device) for v in partition(grid, sx, sy, generator))
+    else:
+        dst, src = parts
+    keep, merged, target = match(metric, dst, src, r) if run is None else run(match, metric, dst, src, r)
+    return Matching(n, dst, keep, merged, target)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,8 +252,8 @@ class _Pass:
         key = (stream, index // cfg.reuse)
         if key not in self.matchings:  # the first block of each group of ``reuse`` blocks
             ratio = cfg.ratio if stream == "dual" else cfg.single
-            gen = torch.Generator().manual_seed(_mix_seed(self.rt.seed, self.t, stream, key[1]))
-            self.matchings[key] = bipartite_matching(img, self.grid, ratio, gen, cfg.sx, cfg.sy)
+            parts = self.rt.parts(self.t, stream, key[1], self.grid, img.device)
+            self.matchings[key] = bipartite_matching(img, self.grid, ratio, None, cfg.sx, cfg.sy, parts=parts)
         return key, self.matchings[key]
 
     def rope(self, key, m: Matching, rope: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,14 +270,34 @@ class _Pass:
 
 
 class _Runtime:
-    """Shared by the patched root and blocks. Holds only the config, the generation seed/steps and,
-    during a forward, that forward's :class:`_Pass`."""
+    """Shared by the patched root and blocks. Holds the config, the generation seed/steps, the
+    dst/src partitions drawn so far (on the device, reused by every forward at the same step value:
+    CFG, Z-Sampling), and during a forward that forward's :class:`_Pass` and compiler."""
+
+    MAX_PARTS = 4096
 
     def __init__(self, config: TomeConfig):
         self.config = config
         self.seed: int = config.seed
         self.steps: int | None = None
         self.current: _Pass | None = None
+        self.run = None  # the model's RegionCompiler during a forward (None: eager)
+        self._parts: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def parts(self, t: int, stream: str, group: int, grid: tuple[int, int], device: torch.device):
+        """(dst, src) on ``device`` for this seed, step value, stream and block group (FIX 4: a fresh
+        CPU generator per key, so identical on every device and whatever ran before)."""
+        key = (self.seed, t, stream, group, grid, str(device))
+        if key not in self._parts:
+            if len(self._parts) >= self.MAX_PARTS:
+                self._parts.clear()
+            cfg = self.config
+            gen = torch.Generator().manual_seed(_mix_seed(self.seed, t, stream, group))
+            self._parts[key] = tuple(to_device(v, device) for v in partition(grid, cfg.sx, cfg.sy, gen))
+        return self._parts[key]
+
+    def call(self, fn, *args):
+        return fn(*args) if self.run is None else self.run(fn, *args)
 
     def progress(self, t: int) -> float:
         if self.steps is None:
@@ -262,7 +324,9 @@ def _timestep_value(timestep) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# Patched forwards (installed by swapping the instance's class to a subclass; removed by swapping back)
+# Patched forwards (installed by swapping the instance's class to a subclass; removed by swapping back).
+# The block forwards run eagerly (they hold the per-forward Python state) and call pure bodies,
+# which the model's compiler compiles when compiled inference is on.
 
 
 def _root_forward(self, tokens, text_hidden, pooled, timestep, micro_conds):
@@ -271,43 +335,64 @@ def _root_forward(self, tokens, text_hidden, pooled, timestep, micro_conds):
     t = _timestep_value(timestep)
     grid = (tokens.shape[1] // f, tokens.shape[2] // f)
     rt.current = _Pass(rt, grid, text_hidden.shape[1], t) if rt.active(t) else None
+    rt.run = self._mgt_compiler
     try:
         return self._tome_parent.forward(self, tokens, text_hidden, pooled, timestep, micro_conds)
     finally:
-        rt.current = None
+        rt.current = rt.run = None
 
 
-def _dual_forward(self, img, txt, temb, rope):
-    p: _Pass | None = self._tome.current
-    key, m = p.matching("dual", self._tome_index, img) if p is not None and self._tome.config.ratio > 0 else (None, None)
-    if m is None:
-        return self._tome_parent.forward(self, img, txt, temb, rope)
-    shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = self.norm1(temb)
-    c_shift, c_scale, c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp = self.norm1_context(temb)
-    a_img, a_txt = self.attn(m.merge(modulate(img, shift, scale)), modulate(txt, c_shift, c_scale), p.rope(key, m, rope))
-    img = img + m.unmerge(gate[:, None] * a_img)
-    img = img + m.unmerge(gate_mlp[:, None] * self.ff(m.merge(modulate(img, shift_mlp, scale_mlp))))
+def _dual_body(block, img, txt, temb, rope, gather, src_rows, target_rows, count, inverse):
+    """DualStreamBlock.forward with the image stream's attention and MLP on the merged tokens."""
+    n = img.shape[1]
+
+    def merge(v):
+        return merge_rows(v, gather, src_rows, target_rows, count)
+
+    shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = block.norm1(temb)
+    c_shift, c_scale, c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp = block.norm1_context(temb)
+    a_img, a_txt = block.attn(merge(modulate(img, shift, scale)), modulate(txt, c_shift, c_scale), rope)
+    img = img + unmerge_rows(gate[:, None] * a_img, inverse, n)
+    img = img + unmerge_rows(gate_mlp[:, None] * block.ff(merge(modulate(img, shift_mlp, scale_mlp))), inverse, n)
     txt = txt + c_gate[:, None] * a_txt
-    txt = txt + c_gate_mlp[:, None] * self.ff_context(modulate(txt, c_shift_mlp, c_scale_mlp))
+    txt = txt + c_gate_mlp[:, None] * block.ff_context(modulate(txt, c_shift_mlp, c_scale_mlp))
     return img, _clip_fp16(txt)
 
 
-def _single_forward(self, x, temb, rope):
-    p: _Pass | None = self._tome.current
-    cfg = self._tome.config
-    if p is None or not cfg.single_stream or cfg.single <= 0:
-        return self._tome_parent.forward(self, x, temb, rope)
-    nt = p.n_txt
-    key, m = p.matching("single", self._tome_index, x[:, nt:])
-    if m is None:
-        return self._tome_parent.forward(self, x, temb, rope)
-    shift, scale, gate = self.norm(temb)
-    n = modulate(x, shift, scale)
-    n = torch.cat([n[:, :nt], m.merge(n[:, nt:])], dim=1)
-    mlp = F.gelu(self.proj_mlp(n), approximate="tanh")
-    out = gate[:, None] * self.proj_out(torch.cat([self.attn(n, p.rope(key, m, rope)), mlp], dim=2))
-    x = x + torch.cat([out[:, :nt], m.unmerge(out[:, nt:])], dim=1)
+def _single_body(block, x, temb, rope, gather, src_rows, target_rows, count, inverse):
+    """SingleStreamBlock.forward with the image rows merged (text rows as they are)."""
+    nt = x.shape[1] - inverse.shape[0] // x.shape[0]
+    shift, scale, gate = block.norm(temb)
+    h = modulate(x, shift, scale)
+    h = torch.cat([h[:, :nt], merge_rows(h[:, nt:], gather, src_rows, target_rows, count)], dim=1)
+    mlp = F.gelu(block.proj_mlp(h), approximate="tanh")
+    out = gate[:, None] * block.proj_out(torch.cat([block.attn(h, rope), mlp], dim=2))
+    x = x + torch.cat([out[:, :nt], unmerge_rows(out[:, nt:], inverse, x.shape[1] - nt)], dim=1)
     return _clip_fp16(x)
+
+
+def _dual_forward(self, img, txt, temb, rope):
+    rt: _Runtime = self._tome
+    p = rt.current
+    key, m = p.matching("dual", self._tome_index, img) if p is not None and rt.config.ratio > 0 else (None, None)
+    if m is None:
+        return rt.call(self._tome_parent.forward, self, img, txt, temb, rope)
+    return rt.call(_dual_body, self, img, txt, temb, p.rope(key, m, rope), *m.tensors())
+
+
+def _single_forward(self, x, temb, rope):
+    rt: _Runtime = self._tome
+    p, cfg = rt.current, rt.config
+    m = None
+    if p is not None and cfg.single_stream and cfg.single > 0:
+        key, m = p.matching("single", self._tome_index, x[:, p.n_txt :])
+    if m is None:
+        return rt.call(self._tome_parent.forward, self, x, temb, rope)
+    return rt.call(_single_body, self, x, temb, p.rope(key, m, rope), *m.tensors())
+
+
+for _fn in (_dual_forward, _single_forward):
+    setattr(_fn, EAGER_REGION, True)
 
 
 _PATCHED: dict[type, type] = {}
@@ -389,6 +474,7 @@ def tome_generation(model: nn.Module, seed: int, steps: int | None = None) -> It
         yield
     finally:
         rt.seed, rt.steps = before
+        rt._parts.clear()
 
 
 @contextmanager

@@ -219,14 +219,17 @@ def load_pipeline(
     text_encoder: str | None = None,
     load_text: bool = True,
     quantized: str | None = None,
+    compile: bool = False,
 ):
-    """Load a model folder into an :class:`~mgt_core.pipeline.MGTPipeline`.
+    """Load a model folder into an :class:`~mgt_core.pipeline.MGTPipeline`, or a converted MaskGIT folder
+    (``maskgit_index.json``, see :mod:`.maskgit`) into a :class:`~mgt_core.maskgit_pipeline.MaskGITPipeline`.
 
     ``dtype`` defaults to bf16 on CUDA, fp16 on MPS and fp32 on CPU (the VQ is never fp16).
     ``text_encoder`` replaces the folder's text tower with a separate file (e.g. laion's
     CLIP-ViT-H-14 ``model.safetensors``; only its text keys are loaded).
     ``quantized`` loads a quantized transformer instead of ``transformer/``: a variant name from
     :func:`~mgt_core.accel.quant.quantized_variants` (``transformer_<name>/`` in the folder) or a folder path.
+    ``compile`` runs the transformer blocks compiled (:meth:`MGTPipeline.compile`; eager where no compiler).
     """
     from ..pipeline import MGTPipeline
 
@@ -234,7 +237,16 @@ def load_pipeline(
     device = torch.device(device) if device is not None else torch.device("cpu")
     dtype = dtype or default_dtype(device)
     if not os.path.isdir(folder):
-        raise MGTLoadError(f"{folder}: not a folder (pass a model folder with transformer/ and vqvae/)")
+        raise MGTLoadError(
+            f"{folder}: not a folder (pass a model folder with transformer/ and vqvae/, or a converted MaskGIT "
+            "folder; released MaskGIT .pth files load with mgt_core.loading.maskgit.load_maskgit_files)"
+        )
+    from .maskgit import is_maskgit_folder, load_maskgit_folder
+
+    if is_maskgit_folder(folder):
+        if quantized or text_encoder:
+            raise MGTLoadError(f"{folder}: a MaskGIT folder has no quantized variants or text encoder")
+        return load_maskgit_folder(folder, dtype=dtype, device=device)
     if not is_model_folder(folder):
         raise MGTLoadError(
             f"{folder}: not an MGT model folder: expected transformer/config.json and vqvae/ "
@@ -280,7 +292,10 @@ def load_pipeline(
             edir = os.path.join(folder, "text_encoder")
             te = load_text_encoder(pick_weights(edir, "model", dtype), config=read_json(os.path.join(edir, "config.json")), dtype=dtype, device=device)
         check_text_fits(te, tcfg, text_encoder or os.path.join(folder, "text_encoder"))
-    return MGTPipeline(transformer=transformer, vq=vq, text_encoder=te, tokenizer=tok, info=_defaults(folder, tcfg, scheduler, vq.factor))
+    pipe = MGTPipeline(transformer=transformer, vq=vq, text_encoder=te, tokenizer=tok, info=_defaults(folder, tcfg, scheduler, vq.factor))
+    if compile:
+        pipe.compile()
+    return pipe
 
 
 def check_text_fits(te, tcfg: MeissonicConfig, source: str) -> None:

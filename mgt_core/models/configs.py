@@ -1,4 +1,4 @@
-"""The published configs (models.md sections 2.1, 4, 5) and the reduced-width test configs (11.1)."""
+"""The published configs (models.md sections 2.1, 4, 5, 7, 8) and the reduced-width test configs (11.1)."""
 
 from __future__ import annotations
 
@@ -62,3 +62,64 @@ def tiny_clip_text(vocab_size: int = 624, positions: int = 24) -> dict:
         "max_position_embeddings": positions, "bos_token_id": vocab_size - 2, "eos_token_id": vocab_size - 1,
         "pad_token_id": vocab_size - 1,
     }
+
+
+# ---- MaskGIT v1 (valeoai MaskGIT-pytorch v1) and Halton-MaskGIT v2 (models.md sections 7, 8) ----
+
+MASKGIT_V1_256 = {
+    "family": "maskgit-v1", "input_size": 16, "hidden_dim": 768, "depth": 24, "heads": 16, "mlp_dim": 3072,
+    "codebook_size": 1024, "nclass": 1000,
+}
+MASKGIT_V1_512 = {**MASKGIT_V1_256, "input_size": 32}
+
+TAMING_VQGAN = {  # pretrained_maskgit/VQGAN model.yaml (the same VQGAN serves 256 and 512 px)
+    "layout": "taming", "ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "z_channels": 256,
+    "embed_dim": 256, "n_embed": 1024, "attn_resolutions": [16], "resolution": 256, "in_channels": 3, "out_ch": 3,
+    "l2_norm": False, "codebook_used": 0,
+}
+
+LLAMAGEN_VQ16 = {  # LlamaGen VQ_models["VQ-16"](codebook_size=16384, codebook_embed_dim=8), vq_ds16_c2i.pt
+    "layout": "llamagen", "ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "z_channels": 256,
+    "embed_dim": 8, "n_embed": 16384, "attn_resolutions": [], "resolution": 256, "in_channels": 3, "out_ch": 3,
+    "l2_norm": True, "codebook_used": 65536,
+}
+
+_HALTON_SIZES = {"tiny": (384, 6, 6), "small": (512, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}
+
+
+def halton(size: str, image_size: int = 256) -> dict:
+    """A published Halton-MaskGIT config: ``size`` tiny/small/base (256 px) or small/base/large (384 px)."""
+    d, depth, heads = _HALTON_SIZES[size]
+    return {
+        "family": "halton", "input_size": image_size // 16, "hidden_dim": d, "depth": depth, "heads": heads,
+        "mlp_dim": 4 * d, "codebook_size": 16384, "nclass": 1000, "register": 1, "proj": 1,
+    }
+
+
+# the released files: ImageNet_{256,384}_{size}.pth
+HALTON_RELEASES = {f"ImageNet_{px}_{size}": halton(size, px) for px, sizes in
+                   ((256, ("tiny", "small", "base")), (384, ("small", "base", "large"))) for size in sizes}
+
+
+def tiny_maskgit(codebook: int = 16, nclass: int = 10, input_size: int = 4, depth: int = 2) -> dict:
+    """models.md 11.1: hidden 64, depth 2, heads 4, mlp 128 -> 41 keys at depth 2."""
+    return {**MASKGIT_V1_256, "input_size": input_size, "hidden_dim": 64, "depth": depth, "heads": 4, "mlp_dim": 128,
+            "codebook_size": codebook, "nclass": nclass}
+
+
+def tiny_halton(codebook: int = 16, nclass: int = 10, input_size: int = 4, depth: int = 2, heads: int = 4) -> dict:
+    """models.md 11.1: hidden 64, depth 2, heads 4, mlp 256 (SwiGLU 256) -> 32 keys at depth 2."""
+    return {**halton("tiny"), "input_size": input_size, "hidden_dim": 64, "depth": depth, "heads": heads,
+            "mlp_dim": 256, "codebook_size": codebook, "nclass": nclass}
+
+
+def tiny_taming(n_embed: int = 16, embed_dim: int = 8) -> dict:
+    """models.md 11.1: ch 32, ch_mult [1, 2], z 8, attention at 8 px (of resolution 16: the lower level), factor 2."""
+    return {**TAMING_VQGAN, "ch": 32, "ch_mult": [1, 2], "z_channels": 8, "embed_dim": embed_dim, "n_embed": n_embed,
+            "attn_resolutions": [8], "resolution": 16}
+
+
+def tiny_llamagen(n_embed: int = 16, embed_dim: int = 8) -> dict:
+    """models.md 11.1: ch fixed at 128; ch_mult [1, 2], z 32, factor 2 (about 15 M params, CPU-fast)."""
+    return {**LLAMAGEN_VQ16, "ch_mult": [1, 2], "z_channels": 32, "embed_dim": embed_dim, "n_embed": n_embed,
+            "codebook_used": 64}

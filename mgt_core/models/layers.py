@@ -14,6 +14,27 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class SquareTokenGrid:
+    """Mixin for class-conditional MGTs with a token embedding ``tok_emb`` and a square ``input_size``
+    grid: what the sampler and the loaders read off the model (dtype, device, mask id, grid)."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.tok_emb.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.tok_emb.weight.device
+
+    @property
+    def mask_id(self) -> int:
+        return self.config.mask_id
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.config.input_size, self.config.input_size
+
+
 class RMSNorm(nn.Module):
     """RMSNorm with the reference cast order: variance in fp32, scale the input, then cast to a
     half-precision weight's dtype before multiplying by it (fp32 weights keep the fp32 product)."""

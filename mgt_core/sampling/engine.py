@@ -120,7 +120,7 @@ class Sampler:
         self.logit_transforms = [t for t in (settings.noise_regularization,) if t is not None]
         self.prob_transforms = [t for t in (settings.differential_sampling,) if t is not None]
         self.states = [t.start() for t in self.prob_transforms]
-        self.temps = settings.temperatures()
+        self.temps = settings.temperatures().tolist()  # host floats: a CPU tensor moved per step would sync
         self.calls = 0
 
     def logits(self, x: torch.Tensor, t: int, scale: float, **kw) -> torch.Tensor:
@@ -147,7 +147,7 @@ class Sampler:
             return sampled, sampled
         rows = unknown.any(-1)
         x_next = confidence_remask(
-            probs, sampled, unknown, counts[i], self.temps[i].to(probs.device), self.mask_id, self.generator, rows
+            probs, sampled, unknown, counts[i], self.temps[i], self.mask_id, self.generator, rows
         )
         return x_next, sampled
 

@@ -45,8 +45,8 @@ class NoiseRegularization:
         return self.amplitude * unit
 
     def __call__(self, logits: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        sigma = self.sigma(ctx.t, ctx.steps)
-        if float(sigma) == 0.0:
+        sigma = float(self.sigma(ctx.t, ctx.steps))  # the fp32 value as a host float: no device copy per step
+        if sigma == 0.0:
             return logits
         g = ctx.generator
         device = g.device if g is not None else logits.device
@@ -55,7 +55,7 @@ class NoiseRegularization:
         # [B, h, w, K] permute), channels-first elsewhere. Draw into exactly those strides.
         noise = torch.empty_strided(logits.shape, _dense_strides(logits), dtype=logits.dtype, device=device)
         noise.normal_(generator=g)
-        return logits + sigma.to(logits.device) * noise.to(logits.device)
+        return logits + sigma * noise.to(logits.device)
 
 
 def _dense_strides(view: torch.Tensor) -> tuple[int, ...]:

@@ -298,6 +298,7 @@ class MeissonicTransformer(nn.Module):
         self.down_block = ResampleBlock(d, config.downsample, "downsample")
         self.up_block = ResampleBlock(d, config.upsample, "upsample")
         self._rope_cache: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._mgt_compiler = None  # a RegionCompiler runs the blocks compiled (mgt_core.accel.compile)
 
     @classmethod
     def from_config(cls, config: dict | MeissonicConfig) -> MeissonicTransformer:
@@ -339,6 +340,13 @@ class MeissonicTransformer(nn.Module):
             self._rope_cache = (key, (cos.to(device), sin.to(device)))
         return self._rope_cache[1]
 
+    def _run_block(self, block: nn.Module, *args):
+        """A block's forward, compiled when :func:`~mgt_core.accel.compile.enable_compile` is on."""
+        compiler = self._mgt_compiler
+        if compiler is None:
+            return block(*args)
+        return compiler(type(block).forward, block, *args)
+
     def forward(
         self,
         tokens: torch.Tensor,
@@ -361,16 +369,20 @@ class MeissonicTransformer(nn.Module):
         img = self.project_to_hidden(self.project_to_hidden_norm(x.permute(0, 2, 3, 1).reshape(b, gh * gw, c)))
         txt = self.encoder_proj_layer_norm(self.context_embedder(text_hidden))
 
-        t = torch.as_tensor(timestep, device=img.device).reshape(-1)
+        if isinstance(timestep, torch.Tensor):
+            t = timestep.to(img.device).reshape(-1)
+        else:  # filled on the device: a host scalar copied over would stall the GPU queue
+            t = torch.full((1,), timestep, device=img.device)
         temb = self.time_text_embed(t.to(img.dtype) * 1000, cond)
         rope = self.rope(gh, gw, txt.shape[1], img.device)
 
+        run = self._run_block
         for block in self.transformer_blocks:
-            img, txt = block(img, txt, temb, rope)
+            img, txt = run(block, img, txt, temb, rope)
         n_txt = txt.shape[1]
         x = torch.cat([txt, img], dim=1)
         for block in self.single_transformer_blocks:
-            x = block(x, temb, rope)
+            x = run(block, x, temb, rope)
         img = self.project_from_hidden(self.project_from_hidden_norm(x[:, n_txt:]))
         img = img.reshape(b, gh, gw, c).permute(0, 3, 1, 2)
         return self.mlm_layer(self.up_block(img))
