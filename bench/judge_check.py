@@ -3,9 +3,12 @@
 The judge must be ~100% on clean renders (it defines the metric) and degrade gracefully on lossy
 images, which is what a generated image looks like. Degradations mimic a VQ round trip:
 JPEG quality 30, Gaussian blur (sigma 2 px), Gaussian noise (sigma 12), and down-up resampling by 8x / 16x (16x leaves one pixel per token,
-far harsher than a VQ decoder, which draws sharp edges inside a token).
+far harsher than a VQ decoder, which draws sharp edges inside a token). Then the negative set
+(``scenes.broken_set``: L-shapes, holes, blobs, fragments, stray dots, stretched boxes; the prompt
+unchanged), which the judge must reject (>= 95%), with the checks that caught each kind.
 
-    /work/devvenv/bin/python bench/judge_check.py [--n 1000] [--seed 0]
+    python bench/judge_check.py [--n 1000] [--seed 0]
+    python bench/judge_check.py --vq-only mgt_core/demo/mgt-demo --n 300   # the VQ's round trips only
 """
 
 from __future__ import annotations
@@ -56,14 +59,37 @@ DEGRADATIONS = {
     "down16-bilinear": lambda a: down_up(a, 16, Image.Resampling.BILINEAR),
     "down16-nearest": lambda a: down_up(a, 16, Image.Resampling.NEAREST),
 }
-ATTRS = ("count", "background", "colour", "shape", "size", "position", "relation")
+ATTRS = ("count", "background", "colour", "shape", "outline", "clean", "size", "position", "relation")
+
+
+def vq_check(model: str, n: int, seed: int) -> None:
+    """All-correct and per-attribute rates of VQ round trips (the ceiling of a model on its tokens)."""
+    import torch
+
+    from mgt_core.demo.judge import accuracy
+    from mgt_core.loading.pipeline import load_pipeline
+
+    pipe = load_pipeline(model, dtype=torch.float32, load_text=False)
+    for split in ("simple", "compositional"):
+        rng = np.random.default_rng([seed, S.SPLITS.index(split)])
+        verdicts = []
+        for i in range(0, n, 50):
+            prompts, images = S.sample_batch(rng, split, min(50, n - i))
+            rec = pipe.decode(pipe.encode_image(torch.from_numpy(images).float() / 255))
+            verdicts += [judge((r.numpy() * 255).round().astype(np.uint8), p) for r, p in zip(rec, prompts, strict=True)]
+        acc = accuracy(verdicts)
+        print(f"VQ round trip, {split} ({n}): " + ", ".join(f"{k} {100 * v:.1f}" for k, v in acc.items()))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="scenes per split")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vq-only", metavar="MODEL", help="judge encode + decode of renders through MODEL's VQ instead")
     args = ap.parse_args()
+    if args.vq_only:
+        vq_check(args.vq_only, args.n, args.seed)
+        return
 
     hits: dict[tuple[str, str], Counter] = defaultdict(Counter)
     tries: dict[tuple[str, str], Counter] = defaultdict(Counter)
@@ -122,6 +148,20 @@ def main() -> None:
         for s in S.SHAPES:
             print(f"{s:10s}" + "".join(f"{conf[(s, j)]:9d}" for j in judged_names))
         print()
+    negatives = S.broken_set(max(1, args.n // 5), seed=args.seed)
+    print(f"negative set: {len(negatives) // len(S.BROKEN_KINDS)} broken renders per kind (simple, heldout, compositional)")
+    print(f"{'kind':10s} {'rejected':>9s}  failed checks")
+    caught: dict[str, Counter] = defaultdict(Counter)
+    rejected: Counter = Counter()
+    for kind, prompt, img in negatives:
+        v = judge(img, prompt)
+        rejected[kind] += not v.all_correct
+        caught[kind].update(k for k, ok in v.checks.items() if not ok)
+    per = len(negatives) // len(S.BROKEN_KINDS)
+    for kind in S.BROKEN_KINDS:
+        print(f"{kind:10s} {100 * rejected[kind] / per:8.1f}%  {dict(caught[kind].most_common())}")
+    print(f"{'all':10s} {100 * sum(rejected.values()) / len(negatives):8.1f}%")
+    print()
     rng = np.random.default_rng(99)
     scenes = [S.sample_scene(rng, "train") for _ in range(2000)]
     t = time.perf_counter()

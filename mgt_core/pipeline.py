@@ -44,19 +44,31 @@ def make_settings(
     *,
     steps: int,
     guidance_scale: float,
-    schedule="cosine",
-    temperature=(2.0, 0.0),
+    schedule=None,
+    temperature=None,
     noise_regularization=None,
     differential_sampling=None,
     z_sampling=None,
     reference_rng: bool = False,
     preset_name: str | None = None,
+    model_presets: dict | None = None,
+    default_schedule: str = "cosine",
 ) -> SamplerSettings:
-    """Sampler settings from user-level values (booleans or dicts for the design choices)."""
-    chosen = preset(preset_name) if preset_name else {}
-    nr = _component(noise_regularization, NoiseRegularization) or chosen.get("noise_regularization")
-    ds = _component(differential_sampling, DifferentialSampling) or chosen.get("differential_sampling")
-    zs = _component(z_sampling, ZSampling) or chosen.get("z_sampling")
+    """Sampler settings from user-level values (booleans or dicts for the design choices).
+
+    ``preset_name`` fills what the caller leaves unset (None): schedule, temperature and the three
+    design choices, from the model's own presets (``model_presets``) or the built-in ones.
+    """
+    chosen = preset(preset_name, model_presets) if preset_name else {}
+    nr = _component(noise_regularization, NoiseRegularization) or _component(chosen.get("noise_regularization"), NoiseRegularization)
+    ds = _component(differential_sampling, DifferentialSampling) or _component(
+        chosen.get("differential_sampling"), DifferentialSampling
+    )
+    zs = _component(z_sampling, ZSampling) or _component(chosen.get("z_sampling"), ZSampling)
+    if schedule is None:
+        schedule = chosen.get("schedule", default_schedule)
+    if temperature is None:
+        temperature = chosen.get("temperature", (2.0, 0.0))
     return SamplerSettings(
         steps=steps, guidance_scale=float(guidance_scale), schedule=schedule, temperature=temperature,
         noise_regularization=nr, differential_sampling=ds, z_sampling=zs, reference_rng=reference_rng,
@@ -197,7 +209,7 @@ class MGTPipeline:
         seed: int = 0,
         num_images_per_prompt: int = 1,
         schedule: str | None = None,
-        temperature=(2.0, 0.0),
+        temperature=None,
         noise_regularization=None,
         differential_sampling=None,
         z_sampling=None,
@@ -214,7 +226,9 @@ class MGTPipeline:
         """Generate images [B, H, W, 3] (float32, [0, 1], CPU); B = prompts x images per prompt.
 
         The design choices take True (defaults), a dict of options, or their class instance;
-        ``preset`` picks a named combination (see ``mgt_core.sampling.presets``). ``init_image``
+        ``preset`` picks a named combination: the model's own (``mgt_defaults.json``, e.g. tuned by
+        ``python -m mgt_core.tune``) or a built-in one (``mgt_core.sampling.presets``); options
+        passed explicitly win over the preset's. ``temperature`` defaults to (2, 0). ``init_image``
         [B, H, W, 3] with ``strength`` is img2img; adding ``mask`` [B, H, W] (1 = regenerate)
         makes it inpainting/outpainting.
         """
@@ -229,9 +243,9 @@ class MGTPipeline:
         settings = make_settings(
             steps=_count("steps", steps, info.steps),
             guidance_scale=info.guidance_scale if guidance_scale is None else guidance_scale,
-            schedule=schedule or info.schedule, temperature=temperature,
+            schedule=schedule or None, default_schedule=info.schedule, temperature=temperature,
             noise_regularization=noise_regularization, differential_sampling=differential_sampling,
-            z_sampling=z_sampling, reference_rng=reference_rng, preset_name=preset,
+            z_sampling=z_sampling, reference_rng=reference_rng, preset_name=preset, model_presets=info.presets,
         )
         grid = self.grid_for(height, width)
         if negative_prompt is None:

@@ -19,6 +19,7 @@ from ..mgt_core.models.text import TextConditioning
 from ..mgt_core.pipeline import MGTPipeline, make_settings
 from ..mgt_core.sampling.noise_reg import SHAPES
 from ..mgt_core.sampling.partial import start_from_tokens
+from ..mgt_core.sampling.presets import PRESETS, read_model_presets
 from ..mgt_core.sampling.schedules import BUILTIN_SCHEDULES, COUNT_SCHEDULES
 from . import bridge
 from .class_label import ClassLabels
@@ -28,6 +29,7 @@ from .types import MGTConditioning, MGTModel, MGTTokens, ModelHandle, Tokens
 CUSTOM = "custom"
 MODEL_DEFAULT = "model default"
 SCHEDULES = [*BUILTIN_SCHEDULES, *COUNT_SCHEDULES, MODEL_DEFAULT, CUSTOM]
+NO_PRESET = "none"
 log = logging.getLogger("mgt")
 SIZE_STEP = 32  # a size widget step every supported model accepts (Meissonic and the demo need 32)
 
@@ -35,6 +37,21 @@ SIZE_STEP = 32  # a size widget step every supported model accepts (Meissonic an
 def model_defaults(info, steps: int, cfg: float, width: int, height: int) -> tuple[int, float, int, int]:
     """0 in a widget means the connected model's own setting (its mgt_defaults.json or family default)."""
     return (steps or info.steps, cfg or info.guidance_scale, width or info.width, height or info.height)
+
+
+def preset_choices() -> list[str]:
+    """'none', then the presets of every model the loader can see (mgt_defaults.json "presets",
+    e.g. written by ``python -m mgt_core.tune``), then the built-in ones."""
+    from .loader import model_folders
+
+    names: list[str] = []
+    for path in model_folders().values():
+        try:
+            found = read_model_presets(path)
+        except (OSError, ValueError):  # a broken file: the loader reports it when that model is loaded
+            continue
+        names += [n for n in found if n not in names]
+    return [NO_PRESET, *names, *(n for n in PRESETS if n not in names and n != "vanilla"), "vanilla"]
 
 
 class MGTSampler(io.ComfyNode):
@@ -110,6 +127,12 @@ class MGTSampler(io.ComfyNode):
                              tooltip="Z-Sampling: first step that zig-zags."),
                 io.Int.Input("z_stop", default=-1, min=-1, max=512, optional=True, **ADVANCED,
                              tooltip="Z-Sampling: first step that no longer zig-zags (-1: the last step)."),
+                io.Combo.Input("preset", options=preset_choices(), default=NO_PRESET, optional=True,
+                               tooltip="A named setting of the design choices. It replaces schedule, the temperatures "
+                                       "and the noise regularization / differential sampling / Z-Sampling inputs; seed, "
+                                       "steps, cfg and size still come from the widgets. First the connected model's "
+                                       "own presets (its mgt_defaults.json, e.g. 'tuned-2obj' found by python -m "
+                                       "mgt_core.tune), then the built-in ones. 'none': use the inputs above."),
             ],
             outputs=[MGTTokens.Output(display_name="tokens")],
             hidden=[io.Hidden.unique_id],
@@ -123,10 +146,11 @@ class MGTSampler(io.ComfyNode):
         init_tokens: Tokens | None = None, denoise: float = 1.0,
         custom_schedule: str = "", temperature_start: float = 2.0, temperature_end: float = 0.0,
         nr_amplitude: float = 2.0, nr_shape: str = "abs_cos", ds_fraction: float = 0.75, z_inversion_cfg: float = 0.0,
-        z_start: int = 0, z_stop: int = -1,
+        z_start: int = 0, z_stop: int = -1, preset: str = NO_PRESET,
     ) -> io.NodeOutput:
         steps, cfg, width, height = model_defaults(model.info, steps, cfg, width, height)
-        if schedule == CUSTOM and not custom_schedule.strip():
+        use_preset = bool(preset) and preset != NO_PRESET
+        if schedule == CUSTOM and not custom_schedule.strip() and not use_preset:
             raise MGTInputError("schedule is 'custom' but custom_schedule is empty")
         choices = dict(
             noise_regularization=noise_regularization and {"amplitude": nr_amplitude, "shape": nr_shape},
@@ -137,19 +161,19 @@ class MGTSampler(io.ComfyNode):
         sched = custom_schedule if schedule == CUSTOM else schedule
         if isinstance(model.info, MaskGITInfo):
             return cls.sample_maskgit(model, positive, seed, steps, cfg, width, height, batch_size, sched, choices,
-                                      init_tokens, denoise)
+                                      init_tokens, denoise, preset if use_preset else None)
         if negative is None:
             raise MGTInputError("connect a negative conditioning (MGT Text Encode, empty text is fine) for a text model")
         if isinstance(positive, ClassLabels):
             raise MGTInputError(f"{model.info.name} is a text-to-image model: connect MGT Text Encode, not MGT Class Label")
-        settings = make_settings(
-            steps=steps, guidance_scale=cfg, schedule="cosine" if sched == MODEL_DEFAULT else sched,
-            temperature=(temperature_start, temperature_end),
-            noise_regularization=noise_regularization and {"amplitude": nr_amplitude, "shape": nr_shape},
-            differential_sampling=differential_sampling and {"fraction": ds_fraction},
-            z_sampling=z_sampling and {"inversion_cfg": z_inversion_cfg, "start": z_start,
-                                       "stop": None if z_stop < 0 else z_stop},
-        )
+        if use_preset:
+            settings = make_settings(steps=steps, guidance_scale=cfg, preset_name=preset, model_presets=model.info.presets,
+                                     default_schedule=model.info.schedule)
+        else:
+            settings = make_settings(
+                steps=steps, guidance_scale=cfg, schedule="cosine" if sched == MODEL_DEFAULT else sched,
+                temperature=(temperature_start, temperature_end), **choices,
+            )
         if init_tokens is not None:
             height, width = init_tokens.image_size
         pipe = MGTPipeline(transformer=model.patcher.model.module, vq=None, text_encoder=None, tokenizer=None, info=model.info)
@@ -193,8 +217,9 @@ class MGTSampler(io.ComfyNode):
     @classmethod
     def sample_maskgit(cls, model: ModelHandle, positive, seed: int, steps: int, cfg: float, width: int, height: int,
                        batch_size: int, schedule: str, choices: dict, init_tokens: Tokens | None,
-                       denoise: float) -> io.NodeOutput:
-        """Class-conditional MaskGIT v1 / Halton: the family's own sampler with these design choices."""
+                       denoise: float, preset: str | None = None) -> io.NodeOutput:
+        """Class-conditional MaskGIT v1 / Halton: the family's own sampler with these design choices (or a
+        built-in preset of them)."""
         info = model.info
         if not isinstance(positive, ClassLabels):
             raise MGTInputError(f"{info.name} is class-conditional: connect MGT Class Label to positive")
@@ -209,10 +234,13 @@ class MGTSampler(io.ComfyNode):
             raise MGTInputError(f"{info.name} generates {side[1]}x{side[0]} images only (learned positions); "
                                 f"set width and height to {side[1]} and {side[0]}")
         labels = pipe.class_table.indices(list(positive.repeat(batch_size).labels))
-        settings = pipe.sampler_settings(
-            steps=steps, cfg_w=max(0.0, cfg - 1.0), schedule=None if schedule == MODEL_DEFAULT else schedule,
-            **{k: v for k, v in choices.items() if v},
-        )
+        if preset:
+            settings = pipe.sampler_settings(steps=steps, cfg_w=max(0.0, cfg - 1.0), preset=preset)
+        else:
+            settings = pipe.sampler_settings(
+                steps=steps, cfg_w=max(0.0, cfg - 1.0), schedule=None if schedule == MODEL_DEFAULT else schedule,
+                **{k: v for k, v in choices.items() if v},
+            )
         bridge.free_text_encoders()
         bridge.use(model.patcher)
         generator = torch.Generator(pipe.device).manual_seed(seed)

@@ -57,6 +57,13 @@ def comfy_env():
 
 TEST_MODELS = {"tiny-meissonic": True, "tiny-monetico": False}
 """Random reduced-width model folders (real layout) the test server finds in models/mgt."""
+TINY_DEFAULTS = {"steps": 6, "guidance_scale": 3.0, "width": 32, "height": 32, "negative_prompt": ""}
+TINY_PRESETS = {  # what python -m mgt_core.tune --save writes: the sampler node must offer and apply them
+    "tiny-meissonic": {"test-tuned": {"schedule": "pow2", "temperature": [1.0, 0.0],
+                                      "noise_regularization": {"amplitude": 0.5, "shape": "linear"},
+                                      "_measured": "not measured: a test fixture"}},
+    "tiny-monetico": {},
+}
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +76,7 @@ def comfy_models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("mgt-models")
     for name, down in TEST_MODELS.items():
-        make_tiny_folder(root / "mgt" / name, downsample=down)
+        make_tiny_folder(root / "mgt" / name, downsample=down, defaults=TINY_DEFAULTS | {"presets": TINY_PRESETS[name]})
     src = root / "mgt" / "tiny-meissonic"
     for kind, sub, weights in (("diffusion_models", "transformer", "diffusion_pytorch_model"),
                                ("vae", "vqvae", "diffusion_pytorch_model"), ("text_encoders", "text_encoder", "model")):

@@ -63,3 +63,8 @@ class ExplodingDenoiser(FakeDenoiser):
 
     def __call__(self, tokens, t, branches):
         raise AssertionError("the model was called before the input was validated")
+
+
+def mean_brightness(image, prompt: str) -> float:
+    """A stand-in for a user's image-prompt scorer (HPS, CLIP...): any callable works with the tuner."""
+    return float(image.mean())

@@ -146,6 +146,36 @@ def test_tomemgt_patches_a_copy_and_quantization_loads(comfy, graph):
         comfy.queue(g.finalize())
 
 
+def test_sampler_preset_from_the_model_folder(comfy, graph):
+    """The preset combo lists the models' own presets (mgt_defaults.json) and the built-in ones; a
+    preset gives exactly the image its settings give through the widgets."""
+    options = comfy.object_info()["MGTSampler"]["input"]["optional"]["preset"]
+    names = options[1]["options"] if isinstance(options[1], dict) and "options" in options[1] else options[0]
+    assert names[0] == "none" and {"test-tuned", "z_sampling", "vanilla"} <= set(names)
+    g = graph()
+    loader = g.node("MGTModelLoader", model="tiny-meissonic", dtype="auto", text_encoder="model's own")
+    pos = g.node("MGTTextEncode", text_encoder=loader.out(1), text="a red circle")
+    neg = g.node("MGTTextEncode", text_encoder=loader.out(1), text="")
+    base = dict(seed=5, steps=4, cfg=3.0, width=32, height=32, batch_size=1, schedule="cosine",
+                noise_regularization=False, differential_sampling=False, z_sampling=False)
+    tuned = g.node("MGTSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0), preset="test-tuned", **base)
+    explicit = g.node("MGTSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0),
+                      **(base | dict(schedule="pow2", temperature_start=1.0, temperature_end=0.0,
+                                     noise_regularization=True, nr_amplitude=0.5, nr_shape="linear")))
+    plain = g.node("MGTSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0), **base)
+    for name, node in (("mgt_tuned", tuned), ("mgt_explicit", explicit), ("mgt_plain", plain)):
+        dec = g.node("MGTVQDecode", vq=loader.out(2), tokens=node.out(0), tiled=False)
+        g.node("SaveImage", images=dec.out(0), filename_prefix=name)
+    _, entry = run_ok(comfy, g.finalize())
+    files = {p.name.split("_0")[0]: p for p in comfy.output_images(entry)}
+    with Image.open(files["mgt_tuned"]) as a, Image.open(files["mgt_explicit"]) as b, Image.open(files["mgt_plain"]) as c:
+        assert a.tobytes() == b.tobytes() and a.tobytes() != c.tobytes()
+    g, _ = t2i(graph, model="tiny-monetico", preset="test-tuned", width=32, height=32)  # not that model's preset
+    prompt_id, entry = comfy.run(g.finalize(), timeout=300)
+    errors = [d for t, d in entry["status"]["messages"] if t == "execution_error"]
+    assert errors and "test-tuned" in errors[0]["exception_message"]
+
+
 def test_inpainting_keeps_the_unmasked_tokens(comfy, graph):
     g = graph()
     loader = g.node("MGTModelLoader", model="tiny-meissonic", dtype="auto", text_encoder="model's own")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mgt_core.demo import scenes as S
-from mgt_core.demo.judge import accuracy, judge, label_components, preference, winning_rate
+from mgt_core.demo.judge import accuracy, hole_area, judge, label_components, preference, winning_rate
 from mgt_core.errors import MGTInputError
 
 
@@ -268,14 +268,56 @@ def test_label_components_hand_built():
 
 @pytest.mark.parametrize("split", S.SPLITS)
 def test_judge_accepts_ground_truth(split):
-    scenes = _scenes(split, 150, seed=21)
-    ok = 0
-    for scene in scenes:
+    """Every clean render passes, the well-formedness checks (outline, clean) included."""
+    for scene in _scenes(split, 150, seed=21):
         v = judge(S.render(scene), S.prompt_of(scene))
-        ok += v.all_correct
+        assert v.all_correct, (S.prompt_of(scene), v.checks)
+        assert v.checks["outline"] and v.checks["clean"] and v.n_stray == 0
         assert v.n_objects == len(scene.objects)
         assert 0.0 <= v.score <= 1.0
-    assert ok / len(scenes) >= 0.99
+
+
+def test_hole_area_hand_built():
+    m = np.zeros((12, 12), bool)
+    m[1:11, 1:11] = True
+    assert hole_area(m) == 0
+    m[4:7, 4:6] = False  # a sealed 3x2 hole
+    assert hole_area(m) == 6
+    m[0:5, 4] = False  # a slot from the frame into it: no longer enclosed
+    assert hole_area(m) == 0
+
+
+@pytest.mark.parametrize("kind", S.BROKEN_KINDS)
+def test_judge_rejects_broken_renders(kind):
+    """Each kind of broken shape (issue 15: an L-shaped 'triangle' with a hole passed the old judge)
+    is rejected at least 95% of the time, by a check that names the defect."""
+    negatives = [x for x in S.broken_set(20, seed=5) if x[0] == kind]
+    assert len(negatives) == 20
+    expected = {"l_shape": {"outline", "shape"}, "hole": {"outline"}, "blob": {"outline", "shape", "count"},
+                "fragments": {"count", "clean", "outline", "shape"}, "stray": {"clean"}, "aspect": {"outline"}}[kind]
+    rejected = 0
+    for _, prompt, img in negatives:
+        v = judge(img, prompt)
+        failed = {k for k, ok in v.checks.items() if not ok}
+        rejected += bool(failed & expected)
+        assert not v.all_correct or not failed
+    assert rejected / len(negatives) >= 0.95
+
+
+def test_broken_render_changes_only_the_first_object():
+    rng = np.random.default_rng(3)
+    scene = S.sample_scene(rng, "compositional")
+    clean = S.render(scene)
+    for kind in S.BROKEN_KINDS:
+        img = S.broken_render(scene, kind, np.random.default_rng(4))
+        assert img.shape == clean.shape and img.dtype == np.uint8 and not np.array_equal(img, clean)
+        second = scene.objects[1]
+        x0, y0 = (int(c - second.extent / 2) for c in second.center)
+        x1, y1 = x0 + int(second.extent), y0 + int(second.extent)
+        if kind != "stray":  # the second object is untouched
+            assert np.array_equal(img[y0:y1, x0:x1], clean[y0:y1, x0:x1])
+    with pytest.raises(MGTInputError):
+        S.broken_render(scene, "melted", rng)
 
 
 def _mutations(scene: S.Scene, rng: np.random.Generator):

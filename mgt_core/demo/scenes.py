@@ -513,3 +513,105 @@ def sample_batch(rng: np.random.Generator, split: str, n: int, size: int = CANVA
     """n (prompt, image) training pairs: prompts list and uint8 [n, size, size, 3]."""
     scenes = [sample_scene(rng, split) for _ in range(n)]
     return [prompt_of(s) for s in scenes], render_batch(scenes, size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Negatives: deliberately broken renders the judge must reject (issue 15)
+
+BROKEN_KINDS = ("l_shape", "hole", "blob", "fragments", "stray", "aspect")
+"""Ways a generated object goes wrong that a shape-class check alone misses: a quadrant missing
+(an L), a hole punched in, a lumpy blob instead of the shape, the shape cut into pieces, stray
+token-sized dots of its colour elsewhere, and the shape stretched out of its square box."""
+
+
+def _composite(img: np.ndarray, alpha: np.ndarray, colour: str) -> np.ndarray:
+    a = alpha[..., None]
+    out = img.astype(np.float32) * (1 - a) + np.asarray(COLOURS[colour], np.float32) * a
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _broken_alpha(o: SceneObject, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Coverage [CANVAS, CANVAS] of object ``o`` drawn wrong in the way ``kind`` names."""
+    e = float(o.extent)
+    x0, y0 = o.center[0] - e / 2, o.center[1] - e / 2
+    yy, xx = np.mgrid[0:CANVAS, 0:CANVAS].astype(np.float32) + 0.5
+    if kind == "blob":  # a disc with 3-4 lumps bulging out of it: one lumpy, connected blob
+        cx0, cy0 = o.center
+        r0 = e * 0.27
+        a = np.clip(r0 + 0.5 - np.hypot(xx - cx0, yy - cy0), 0, 1)
+        for _ in range(int(rng.integers(3, 5))):
+            r, ang = e * rng.uniform(0.15, 0.24), rng.uniform(0, 2 * math.pi)
+            d = min(r0 + 0.4 * r, e / 2 - r)
+            cx, cy = cx0 + d * math.cos(ang), cy0 + d * math.sin(ang)
+            a = np.maximum(a, np.clip(r + 0.5 - np.hypot(xx - cx, yy - cy), 0, 1))
+        return a
+    if kind == "aspect":  # the shape drawn into a box stretched 1.35-1.6x along one axis
+        k = rng.uniform(1.35, 1.6)
+        w, h = (e * k, e) if rng.random() < 0.5 else (e, e * k)
+        w, h = min(w, CANVAS - 2 * MARGIN - 2), min(h, CANVAS - 2 * MARGIN - 2)
+        side = int(math.ceil(max(w, h))) + 2
+        local = Image.fromarray(shape_alpha(o.shape, 1.0, 1.0, side - 2, side, side), "F")
+        local = np.asarray(local.resize((max(1, round(w)), max(1, round(h))), Image.Resampling.BILINEAR))
+        cx = float(np.clip(o.center[0], w / 2 + MARGIN + 1, CANVAS - w / 2 - MARGIN - 1))
+        cy = float(np.clip(o.center[1], h / 2 + MARGIN + 1, CANVAS - h / 2 - MARGIN - 1))
+        a = np.zeros((CANVAS, CANVAS), np.float32)
+        ix, iy = round(cx - local.shape[1] / 2), round(cy - local.shape[0] / 2)
+        a[iy : iy + local.shape[0], ix : ix + local.shape[1]] = local
+        return np.clip(a, 0, 1)
+    a = shape_alpha(o.shape, x0, y0, e, CANVAS, CANVAS)
+    if kind == "l_shape":  # one quadrant of the box erased, among those holding >= 20% of the shape
+        quads = [(xx >= x0 + qx * e / 2) & (xx < x0 + (qx + 1) * e / 2) & (yy >= y0 + qy * e / 2) & (yy < y0 + (qy + 1) * e / 2)
+                 for qy in range(2) for qx in range(2)]
+        full = [q for q in quads if a[q].sum() >= 0.2 * a.sum()]
+        a[full[int(rng.integers(len(full)))]] = 0
+    elif kind == "hole":  # a disc of 0.2-0.26 of the side punched out around the shape's centroid
+        w = a.sum()
+        cx, cy = float((a * xx).sum() / w), float((a * yy).sum() / w)
+        r = e * rng.uniform(0.10, 0.13)
+        a = a * np.clip(np.hypot(xx - cx, yy - cy) - r + 0.5, 0, 1)
+    elif kind == "fragments":  # cut by a background band 6-10 px wide through the centre
+        band = rng.uniform(6, 10)
+        if rng.random() < 0.5:
+            a[np.abs(xx - o.center[0]) < band / 2] = 0
+        else:
+            a[np.abs(yy - o.center[1]) < band / 2] = 0
+    elif kind != "stray":
+        raise MGTInputError(f"broken kind must be one of {BROKEN_KINDS}, got {kind!r}")
+    return a
+
+
+def broken_render(scene: Scene, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [256, 256, 3]: ``scene`` with its first object drawn wrong (see BROKEN_KINDS); the
+    prompt stays ``prompt_of(scene)``, so a strict judge must say not all correct."""
+    if not scene.is_realized:
+        raise MGTInputError("broken_render needs a realised scene")
+    first, rest = scene.objects[0], scene.objects[1:]
+    img = render(replace(scene, objects=rest))
+    img = _composite(img, _broken_alpha(first, kind, rng), first.colour)
+    if kind == "stray":  # 1-3 dots of 6-14 px, each >= 12 px from every object and from the border
+        boxes = [(o.center[0] - o.extent / 2, o.center[1] - o.extent / 2, o.center[0] + o.extent / 2,
+                  o.center[1] + o.extent / 2) for o in scene.objects]
+        placed, want = 0, int(rng.integers(1, 4))
+        for _ in range(200):
+            s = float(rng.uniform(6, 14))
+            x, y = rng.uniform(MARGIN + 8, CANVAS - MARGIN - 8 - s, size=2)
+            if any(x < bx1 + 12 and x + s > bx0 - 12 and y < by1 + 12 and y + s > by0 - 12 for bx0, by0, bx1, by1 in boxes):
+                continue
+            img[int(y) : int(y + s), int(x) : int(x + s)] = COLOURS[first.colour]
+            boxes.append((x, y, x + s, y + s))
+            placed += 1
+            if placed == want:
+                break
+    return img
+
+
+def broken_set(n_per_kind: int, seed: int = 0, splits=("simple", "heldout", "compositional")):
+    """[(kind, prompt, image)] with ``n_per_kind`` broken renders per kind, scenes drawn in turn
+    from ``splits`` (deterministic in n_per_kind and seed)."""
+    out = []
+    for kind in BROKEN_KINDS:
+        rng = np.random.default_rng([seed, BROKEN_KINDS.index(kind)])
+        for i in range(n_per_kind):
+            scene = sample_scene(rng, splits[i % len(splits)])
+            out.append((kind, prompt_of(scene), broken_render(scene, kind, rng)))
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -178,6 +178,8 @@ class ModelInfo:
     negative_prompt: str
     schedule: str = "cosine"
     vq_factor: int = 16
+    presets: dict = field(default_factory=dict)
+    """Named sampler presets from ``mgt_defaults.json`` (``"presets"``), e.g. written by the tuner."""
 
 
 def _defaults(folder: str, tcfg: MeissonicConfig, scheduler: dict, vq_factor: int = 16) -> ModelInfo:
@@ -196,6 +198,10 @@ def _defaults(folder: str, tcfg: MeissonicConfig, scheduler: dict, vq_factor: in
         for k in ("steps", "guidance_scale", "width", "height", "negative_prompt", "schedule"):
             if k in d:
                 setattr(info, k, type(getattr(info, k))(d[k]))
+        presets = d.get("presets", {})
+        if not isinstance(presets, dict):
+            raise MGTLoadError(f"{extra}: 'presets' must be an object of name -> sampler options")
+        info.presets = presets
     return info
 
 
