@@ -34,12 +34,13 @@ def test_layout_and_size(pipe):
 
 def test_vanilla_draws_its_classes(pipe):
     """Every class once (one batch, the demo's defaults, seed 0): the judge's all-correct rate. The shipped
-    demo scores 47.5% here (README: below the 70% target; its VQGAN decoder gets red, yellow and black wrong);
-    the floor catches a broken model or sampler, not a small drift."""
+    demo scores 37.5% here with the current judge (47.5% before its outline check; README: below the 70%
+    target, its VQGAN decoder gets red, yellow and black wrong); the floor catches a broken model or
+    sampler, not a small drift."""
     images = pipe(list(range(len(C.CLASSES))), seed=0)
     verdicts = [J.judge((im.numpy() * 255).round().astype(np.uint8), C.class_prompt(y)) for y, im in enumerate(images)]
     rate = np.mean([v.all_correct for v in verdicts])
-    assert rate >= 0.4, [(v.prompt, v.checks) for v in verdicts if not v.all_correct]
+    assert rate >= 0.3, [(v.prompt, v.checks) for v in verdicts if not v.all_correct]
 
 
 def test_study_runs_end_to_end(tmp_path):
