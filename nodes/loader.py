@@ -73,7 +73,8 @@ COMPILE_TOOLTIP = (
     "Compiled inference: torch.compile per transformer block (regional), compiled once on the first run "
     "(~15-60 s), then reused for every run, size and step. About 2x faster forwards on a recent NVIDIA GPU; "
     "needs Triton (GPU) or a C++ compiler (CPU). Where neither is available, or on Apple MPS, the model runs "
-    "eagerly and the console says why. Same tokens as eager up to float rounding."
+    "eagerly and the console says why. Same tokens as eager up to float rounding. Meissonic/Monetico only (MaskGIT "
+    "models run eagerly)."
 )
 OUTPUTS = [
     MGTModel.Output(display_name="model", tooltip="The transformer, for MGT Sampler and TomeMGT."),

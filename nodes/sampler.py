@@ -226,6 +226,9 @@ class MGTSampler(io.ComfyNode):
         if model.tome:
             raise MGTInputError("TomeMGT merges tokens in Meissonic's dual-stream blocks, which MaskGIT models do not "
                                 "have: remove MGT TomeMGT for this model")
+        if model.compile:
+            log.warning("MGT: compiled inference covers Meissonic/Monetico transformers only; %s (MaskGIT) runs "
+                        "eagerly", info.name)
         pipe = MaskGITPipeline(transformer=model.patcher.model.module, vq=None, info=info)
         if init_tokens is not None:
             height, width = init_tokens.image_size
