@@ -25,9 +25,7 @@ Outputs under ``--out`` (default runs/maskgit): codebook.pt, transformer.pt, dec
 from __future__ import annotations
 
 import argparse
-import csv
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -43,6 +41,7 @@ for p in (ROOT, Path(__file__).resolve().parent):
         sys.path.insert(0, str(p))
 
 from demo_codebook import PATCH, decode, patches, tokenize  # noqa: E402
+from train_demo_vq import append_csv, save_atomic  # noqa: E402  (shared checkpoint/log helpers)
 
 from mgt_core.demo import class_scenes as C  # noqa: E402
 from mgt_core.demo import judge as J  # noqa: E402
@@ -127,21 +126,6 @@ class TrainTransformer(nn.Module):
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
-
-
-def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
 
 
 def lr_at(step: int, lr: float, warmup: int, steps: int) -> float:
