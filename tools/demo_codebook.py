@@ -70,7 +70,11 @@ def build(n_images: int, iters: int, seed: int, max_edges: int = 200_000) -> tor
     flat_book = torch.tensor(palette, dtype=torch.float32).div(255).repeat(1, PATCH * PATCH)
     edges = p[~flat]
     edges = edges[torch.randperm(edges.shape[0], generator=gen)[:max_edges]]
-    k = CODEBOOK - len(palette)
+    return torch.cat([flat_book, kmeans(edges, CODEBOOK - len(palette), iters, gen)])
+
+
+def kmeans(edges: torch.Tensor, k: int, iters: int, gen: torch.Generator, label: str = "") -> torch.Tensor:
+    """Lloyd's k-means of edge patches from k random ones; an empty cluster restarts at a random patch."""
     c = edges[torch.randperm(edges.shape[0], generator=gen)[:k]].clone()
     e_sq = (edges * edges).sum(1, keepdim=True)
     for it in range(iters):
@@ -81,8 +85,8 @@ def build(n_images: int, iters: int, seed: int, max_edges: int = 200_000) -> tor
         dead = cnt == 0
         refill = edges[torch.randint(0, edges.shape[0], (k,), generator=gen)]
         c = torch.where(dead[:, None], refill, sums / cnt.clamp(min=1)[:, None])
-        print(f"iter {it}: mse/patch {float(d.gather(1, a[:, None]).mean()):.4f}, dead {int(dead.sum())}", flush=True)
-    return torch.cat([flat_book, c])
+        print(f"iter {it}: {label}mse/patch {float(d.gather(1, a[:, None]).mean()):.4f}, dead {int(dead.sum())}", flush=True)
+    return c
 
 
 def judge_book(book: torch.Tensor, split: str, n: int) -> dict[str, float]:

@@ -40,7 +40,7 @@ for p in (ROOT, Path(__file__).resolve().parent):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from demo_codebook import PATCH, decode, patches, tokenize  # noqa: E402
+from demo_codebook import PATCH, decode, kmeans, patches, tokenize  # noqa: E402
 from train_demo_vq import append_csv, save_atomic  # noqa: E402  (shared checkpoint/log helpers)
 
 from mgt_core.demo import class_scenes as C  # noqa: E402
@@ -148,19 +148,8 @@ def build_codebook(n_images: int, iters: int, seed: int) -> torch.Tensor:
     palette = sorted({tuple(c) for c in [*S.COLOURS.values(), *S.BACKGROUNDS.values()]})
     flat_book = torch.tensor(palette, dtype=torch.float32).div(255).repeat(1, PATCH * PATCH)
     edges = torch.unique(p[~flat], dim=0)
-    k = CODEBOOK - len(palette)
-    c = edges[torch.randperm(edges.shape[0], generator=gen)[:k]].clone()
-    e_sq = (edges * edges).sum(1, keepdim=True)
-    for it in range(iters):
-        d = e_sq - 2 * edges @ c.T + (c * c).sum(1)[None]
-        a = d.argmin(1)
-        cnt = torch.bincount(a, minlength=k).float()
-        sums = torch.zeros_like(c).index_add_(0, a, edges)
-        dead = cnt == 0
-        refill = edges[torch.randint(0, edges.shape[0], (k,), generator=gen)]
-        c = torch.where(dead[:, None], refill, sums / cnt.clamp(min=1)[:, None])
-        print(f"iter {it}: {edges.shape[0]} unique edge patches, mse/patch {float(d.gather(1, a[:, None]).mean()):.4f}, dead {int(dead.sum())}", flush=True)
-    return torch.cat([flat_book, c])
+    label = f"{edges.shape[0]} unique edge patches, "
+    return torch.cat([flat_book, kmeans(edges, CODEBOOK - len(palette), iters, gen, label)])
 
 
 def part_codebook(a) -> None:
