@@ -9,13 +9,14 @@ Attribute names are the checkpoint keys (``head.weight`` is the same Parameter a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...errors import MGTInputError, MGTLoadError
+from ..config_io import int_config
 from ..layers import SquareTokenGrid
 
 SIZES = {  # published sizes: (hidden_dim, depth, heads); xlarge exists in the trainer without weights
@@ -39,18 +40,7 @@ class HaltonConfig:
 
     @classmethod
     def from_dict(cls, config: dict, source: str = "transformer/config.json") -> HaltonConfig:
-        if config.get("family", "halton") != "halton":
-            raise MGTLoadError(f"{source}: family {config['family']!r} is not a Halton-MaskGIT config")
-        names = {f.name for f in fields(cls)}
-        unknown = [k for k in config if k not in names and not k.startswith("_") and k not in ("family", "size")]
-        if unknown:
-            raise MGTLoadError(f"{source}: unknown Halton-MaskGIT config keys {unknown}")
-        try:
-            cfg = cls(**{k: int(v) for k, v in config.items() if k in names})
-        except (TypeError, ValueError) as e:
-            raise MGTLoadError(f"{source}: bad Halton-MaskGIT config ({e})") from None
-        cfg.validate(source)
-        return cfg
+        return int_config(cls, config, source, "Halton-MaskGIT", "halton", ignore=("size",))
 
     @classmethod
     def of_size(cls, size: str, input_size: int = 16, **overrides) -> HaltonConfig:

@@ -8,13 +8,14 @@ Attribute names are the checkpoint keys, so ``model_state_dict`` (minus ``module
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...errors import MGTInputError, MGTLoadError
+from ..config_io import int_config
 from ..layers import SquareTokenGrid
 
 
@@ -33,21 +34,10 @@ class MaskGITConfig:
 
     @classmethod
     def from_dict(cls, config: dict, source: str = "transformer/config.json") -> MaskGITConfig:
-        if config.get("family", "maskgit-v1") != "maskgit-v1":
-            raise MGTLoadError(f"{source}: family {config['family']!r} is not a MaskGIT v1 config")
         values = dict(config)
         if "f_factor" in values and "input_size" not in values:
             values["input_size"] = values.pop("f_factor")
-        names = {f.name for f in fields(cls)}
-        unknown = [k for k in values if k not in names and not k.startswith("_") and k not in ("family", "f_factor")]
-        if unknown:
-            raise MGTLoadError(f"{source}: unknown MaskGIT v1 config keys {unknown}")
-        try:
-            cfg = cls(**{k: int(v) for k, v in values.items() if k in names})
-        except (TypeError, ValueError) as e:
-            raise MGTLoadError(f"{source}: bad MaskGIT v1 config ({e})") from None
-        cfg.validate(source)
-        return cfg
+        return int_config(cls, values, source, "MaskGIT v1", "maskgit-v1", ignore=("f_factor",))
 
     def to_dict(self) -> dict:
         return {"family": "maskgit-v1", **asdict(self)}

@@ -13,13 +13,14 @@ encode: image in [0, 1] -> nearest codebook ids [B, h, w].
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...errors import MGTInputError, MGTLoadError
+from ..config_io import known_fields
 
 LAYOUTS = ("taming", "llamagen")
 
@@ -67,11 +68,7 @@ class VQGANConfig:
             config = llamagen_vq(config.get("codebook_size", 16384), config["codebook_embed_dim"], list(dec),
                                  config.get("z_channels", 256), bool(config.get("codebook_l2_norm", True)),
                                  65536 if config.get("codebook_show_usage", True) else 0)
-        names = {f.name for f in fields(cls)}
-        unknown = [k for k in config if k not in names and not k.startswith("_")]
-        if unknown:
-            raise MGTLoadError(f"{source}: unknown VQGAN config keys {unknown}")
-        values = {k: v for k, v in config.items() if k in names}
+        values = known_fields(cls, config, source, "VQGAN")
         for k in ("ch_mult", "attn_resolutions"):
             if k in values:
                 values[k] = tuple(int(v) for v in values[k])
