@@ -10,6 +10,7 @@ a live server's ``/object_info`` and runs it. Rerun after changing a node's inpu
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,8 +112,9 @@ def fit_view(nodes: list[dict]) -> dict:
     x1 = max(n["pos"][0] + n["size"][0] for n in nodes)
     y1 = max(n["pos"][1] + n["size"][1] for n in nodes)
     room_w, room_h = VIEW[0] - VIEW_MARGIN[0] - 20, VIEW[1] - VIEW_MARGIN[1] - 20
-    scale = round(min(1.0, room_w / (x1 - x0), room_h / (y1 - y0)), 3)
-    return {"scale": scale, "offset": [round(VIEW_MARGIN[0] / scale - x0, 1), round(VIEW_MARGIN[1] / scale - y0, 1)]}
+    scale = math.floor(min(1.0, room_w / (x1 - x0), room_h / (y1 - y0)) * 1000) / 1000  # rounded inwards:
+    return {"scale": scale, "offset": [math.ceil((VIEW_MARGIN[0] / scale - x0) * 10) / 10,  # never past a margin
+                                       math.ceil((VIEW_MARGIN[1] / scale - y0) * 10) / 10]}
 
 
 def sampler_widgets(d: dict, seed: int, *, nr=False, ds=False, zs=False, denoise=1.0, preset="none",
@@ -146,13 +148,9 @@ def maskgit_class_to_image(name: str, label: str, seed: int) -> dict:
     loader = g.add("MGTModelLoader", [MASKGIT_DEMO, "auto", "model's own", "none"], (20, 40), size=(320, 150))
     label_node = g.add("MGTClassLabel", [label, ""], (380, 40), size=(340, 120), title="Class")
     samp = g.add("MGTSampler", sampler_widgets(d, seed, schedule="model default"), (760, 20), size=(340, 440))
-    dec = g.add("MGTVQDecode", [False], (1130, 20), size=(300, 100))  # x 1130: the saved view clears the side bar
-    save = g.add("SaveImage", [name], (1130, 170), size=(340, 360))
     g.link(loader, 0, samp, "model")
     g.link(label_node, 0, samp, "positive")
-    g.link(samp, 0, dec, "tokens")
-    g.link(loader, 2, dec, "vq")
-    g.link(dec, 0, save, "images")
+    decode_and_save(g, loader, samp, name, x=1130)
     return g.to_json()
 
 
@@ -169,17 +167,22 @@ def text_to_image(name: str, prompt: str, *, nr=False, ds=False, zs=False, note:
         model_src = g.add("MGTTomeMGT", tome, (380, 430), size=(320, 130))
         g.link(loader, 0, model_src, "model")
     samp = g.add("MGTSampler", sampler_widgets(d, seed, nr=nr, ds=ds, zs=zs), (780, 20), size=(340, 440))
-    dec = g.add("MGTVQDecode", [False], (1160, 20), size=(300, 100))
-    save = g.add("SaveImage", [name], (1160, 170), size=(340, 360))
     g.link(model_src, 0, samp, "model")
     g.link(loader, 1, pos, "text_encoder")
     g.link(loader, 1, neg, "text_encoder")
     g.link(pos, 0, samp, "positive")
     g.link(neg, 0, samp, "negative")
-    g.link(samp, 0, dec, "tokens")
+    decode_and_save(g, loader, samp, name, x=1160)
+    return g.to_json()
+
+
+def decode_and_save(g: Graph, loader: dict, sampler: dict, name: str, x: int) -> None:
+    """The tail every single-sampler workflow shares: VQ decode of the tokens, then Save Image."""
+    dec = g.add("MGTVQDecode", [False], (x, 20), size=(300, 100))
+    save = g.add("SaveImage", [name], (x, 170), size=(340, 360))
+    g.link(sampler, 0, dec, "tokens")
     g.link(loader, 2, dec, "vq")
     g.link(dec, 0, save, "images")
-    return g.to_json()
 
 
 def inpainting() -> dict:
