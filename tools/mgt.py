@@ -414,7 +414,7 @@ def ui_overlay(version: str) -> Path:
     overlay = ENV / f"ui-{version}"
     stamp = overlay / "mgt-ui-stamp.json"
     if not (stamp.is_file() and json.loads(stamp.read_text()) == reqs):
-        log(f"installing the web UI packages for ComfyUI {version}: {' '.join(reqs)} (once; ~400 MB)")
+        log(f"installing the web UI packages for ComfyUI {version}: {' '.join(reqs)} (once; ~430 MB download, ~550 MB installed)")
         if overlay.exists():
             shutil.rmtree(overlay)
         pip("install", "--target", overlay, "-c", ENV / "constraints.txt", *reqs)
