@@ -110,3 +110,16 @@ def test_text_encode_warns_about_words_the_model_does_not_know(comfy, graph):
     [text] = entry["outputs"][enc.id]["text"]
     assert "never trained on: dragon" in text
     assert "never trained on: dragon" in comfy.log()
+
+
+def test_every_node_has_the_same_inputs_and_outputs_on_every_version(comfy_servers):
+    """No input exists in one supported ComfyUI and not in another (nodes/compat.py handles the flags)."""
+    def shape(info, node_id):
+        node = info[node_id]
+        return ({k: list(v) for k, v in node["input"].items() if k in ("required", "optional")}, node["output"])
+
+    infos = {v: s.object_info() for v, s in comfy_servers.items()}
+    for node_id in pack.NODE_IDS:
+        shapes = {v: shape(info, node_id) for v, info in infos.items()}
+        first = next(iter(shapes.values()))
+        assert all(s == first for s in shapes.values()), (node_id, shapes)
