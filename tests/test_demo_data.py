@@ -96,6 +96,69 @@ def test_render_size_scales_geometry():
     assert np.abs(small - S.render(scene).astype(int)).mean() < 2.0
 
 
+WIDE = [c for c in S.ASPECTS if c != (256, 256)]
+
+
+@pytest.mark.parametrize("canvas", WIDE)
+def test_wide_and_tall_canvases_keep_the_rules(canvas):
+    """On a 3:2 canvas: inside the border, on the token grid, px sizes unchanged, cells are thirds of each side."""
+    w, h = canvas
+    rng = np.random.default_rng(13)
+    for split in S.SPLITS:
+        for _ in range(300):
+            scene = S.sample_scene(rng, split, canvas)
+            assert scene.canvas == canvas
+            boxes = []
+            for o in scene.objects:
+                r = o.extent / 2
+                x, y = o.center
+                assert S.MARGIN <= x - r and x + r <= w - S.MARGIN and S.MARGIN <= y - r and y + r <= h - S.MARGIN
+                assert o.extent % S.SNAP == 0 and (x - r) % S.SNAP == S.SNAP_PHASE and (y - r) % S.SNAP == S.SNAP_PHASE
+                assert o.extent in (64, 112) and (o.size == "large") == (o.extent == 112)
+                assert o.cell == (min(2, int(3 * y // h)), min(2, int(3 * x // w)))
+                boxes.append((x - r, y - r, x + r, y + r))
+            if len(boxes) == 2:
+                (a0, a1, a2, a3), (b0, b1, b2, b3) = boxes
+                assert max(b0 - a2, a0 - b2, b1 - a3, a1 - b3) >= S.SNAP
+    scene = S.sample_scene(rng, "simple", canvas)
+    assert S.render(scene).shape == (h, w, 3)
+    assert S.render(scene, size=512).shape == (2 * h, 2 * w, 3)
+    assert S.render_batch([scene, scene]).shape == (2, h, w, 3)
+
+
+@pytest.mark.parametrize("canvas", WIDE)
+def test_judge_reads_wide_and_tall_images(canvas):
+    """Ground truth passes on every split; the object's cell is read in thirds of the image's own sides
+    (a left-column object is wrong for "on the right"), and a squashed copy is no longer well formed."""
+    rng = np.random.default_rng(17)
+    for split in S.SPLITS:
+        for _ in range(60):
+            scene = S.sample_scene(rng, split, canvas)
+            v = judge(S.render(scene), S.prompt_of(scene))
+            assert v.all_correct, (canvas, S.prompt_of(scene), v.checks)
+    w, h = canvas
+    for col in range(3):
+        obj = S.SceneObject("circle", "red", "small", (1, col), position_specified=True)
+        scene = S.realize(S.Scene((obj,), "gray"), rng, canvas)
+        img = S.render(scene)
+        for other in range(3):
+            prompt = S.prompt_of(replace(scene, objects=(replace(obj, cell=(1, other)),)))
+            assert judge(img, prompt).checks["position"] is (other == col), (canvas, col, other)
+    squashed = np.asarray(__import__("PIL.Image").Image.fromarray(img).resize((256, 256)))
+    assert not judge(squashed, S.prompt_of(scene)).checks["outline"]
+
+
+def test_canvas_errors_name_the_rule():
+    spec = S.parse_prompt("a red circle on a gray background")
+    for bad in ((200, 256), (256, 250), ("wide", 256), 256):
+        with pytest.raises(MGTInputError, match="canvas"):
+            S.realize(spec, np.random.default_rng(0), bad)
+    rng = np.random.default_rng(0)
+    mixed = [S.sample_scene(rng, "simple"), S.sample_scene(rng, "simple", (384, 256))]
+    with pytest.raises(MGTInputError, match="one canvas"):
+        S.render_batch(mixed)
+
+
 # ------------------------------------------------------------------------------------ grammar
 
 

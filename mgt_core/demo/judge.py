@@ -17,7 +17,8 @@ is exact and offline. Pipeline, all numpy + PIL:
      ``scenes.broken_render`` makes such negatives and the tests hold the judge to rejecting them.
 Each attribute gets a hard check and a soft score in [0, 1]; ``score`` (mean of the soft scores of
 the checked attributes) breaks ties between two images of the same prompt.
-Images of another size are resized to 256 first; positions and sizes are relative to the canvas.
+Images are resized to a 256-px short side first (a square one to 256x256, a 3:2 one to 384x256), so
+sizes are px of the 256 scale and positions are thirds of each side.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ _BG_RGB = np.array([S.BACKGROUNDS[c] for c in _BG_NAMES], np.float32)
 
 @dataclass(frozen=True)
 class Detection:
-    """One object found in the image (coordinates in px of the 256 canvas, bbox end exclusive)."""
+    """One object found in the image (px of the image at 256-px short side, bbox end exclusive)."""
 
     colour: str
     rgb: tuple[float, float, float]
@@ -87,6 +88,7 @@ class Detection:
     sharp_iou: dict[str, float] | None = None  # IoU with the sharp templates only (outline check)
     aspect: float = 1.0  # short / long side of the bbox
     hole_area: int = 0  # background px enclosed by the object
+    canvas: tuple[int, int] = (S.CANVAS, S.CANVAS)  # (width, height) of the image it was found in
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ def _resize(a: np.ndarray) -> np.ndarray:
 
 
 def _as_image(image) -> np.ndarray:
-    """float32 [256, 256, 3] in 0..255 from uint8 or float ([0, 1]) HWC, or CHW with 3 channels."""
+    """float32 [H, W, 3] in 0..255, short side 256, from uint8 or float ([0, 1]) HWC, or CHW with 3 channels."""
     if hasattr(image, "detach"):  # torch tensor
         image = image.detach().cpu().numpy()
     a = np.asarray(image)
@@ -210,12 +212,13 @@ def _as_image(image) -> np.ndarray:
         a = np.clip(a.astype(np.float32), 0.0, 1.0) * 255.0
     else:
         raise MGTInputError(f"judge expects uint8 (0..255) or float (0..1) pixels, got dtype {a.dtype}")
-    if a.shape[:2] != (S.CANVAS, S.CANVAS):
+    h, w = a.shape[:2]
+    if min(h, w) < 1:
+        raise MGTInputError(f"judge expects a non-empty image, got shape {a.shape}")
+    size = (round(w * S.CANVAS / min(h, w)), round(h * S.CANVAS / min(h, w)))
+    if (w, h) != size:
         a = np.stack(
-            [
-                np.asarray(Image.fromarray(a[..., c], "F").resize((S.CANVAS, S.CANVAS), Image.Resampling.BILINEAR))
-                for c in range(3)
-            ],
+            [np.asarray(Image.fromarray(a[..., c], "F").resize(size, Image.Resampling.BILINEAR)) for c in range(3)],
             -1,
         )
     return a
@@ -231,8 +234,9 @@ def _gauss_probs(rgb: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 def _measure(img: np.ndarray, bg: np.ndarray, dist: np.ndarray, labels: np.ndarray, lab: int) -> Detection | None:
     ys, xs = np.nonzero(labels == lab)
-    y0, y1 = max(0, ys.min() - 3), min(S.CANVAS, ys.max() + 4)
-    x0, x1 = max(0, xs.min() - 3), min(S.CANVAS, xs.max() + 4)
+    height, width = labels.shape
+    y0, y1 = max(0, ys.min() - 3), min(height, ys.max() + 4)
+    x0, x1 = max(0, xs.min() - 3), min(width, xs.max() + 4)
     dvals = dist[ys, xs]
     core = dvals >= 0.7 * np.percentile(dvals, 90)
     rgb = np.median(img[ys[core], xs[core]], axis=0)
@@ -267,12 +271,13 @@ def _measure(img: np.ndarray, bg: np.ndarray, dist: np.ndarray, labels: np.ndarr
         bbox=bbox,
         center=center,
         extent=extent,
-        cell=S.cell_of(center),
+        cell=S.cell_of(center, (width, height)),
         size="large" if extent >= S.SIZE_THRESHOLD else "small",
         area=int(inside.sum()),
         sharp_iou={s: float(v) for s, v in zip(S.SHAPES, sharp, strict=True)},
         aspect=min(by1 - by0, bx1 - bx0) / max(by1 - by0, bx1 - bx0),
         hole_area=hole_area(box_in),
+        canvas=(width, height),
     )
 
 
@@ -337,10 +342,10 @@ def _obj_soft(det: Detection, obj: S.SceneObject) -> dict[str, float]:
         sgn = 1.0 if obj.size == "large" else -1.0
         out["size"] = _sigmoid(sgn * (det.extent - S.SIZE_THRESHOLD) / _SIZE_SCALE)
     if obj.position_specified:
-        third = S.CANVAS / 3
+        tx, ty = det.canvas[0] / 3, det.canvas[1] / 3
         row, col = obj.cell
-        dx = max(col * third - det.center[0], det.center[0] - (col + 1) * third, 0.0)
-        dy = max(row * third - det.center[1], det.center[1] - (row + 1) * third, 0.0)
+        dx = max(col * tx - det.center[0], det.center[0] - (col + 1) * tx, 0.0)
+        dy = max(row * ty - det.center[1], det.center[1] - (row + 1) * ty, 0.0)
         out["position"] = math.exp(-math.hypot(dx, dy) / _POS_SCALE)
     return out
 

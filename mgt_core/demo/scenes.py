@@ -3,13 +3,15 @@
 Real Meissonic weights and image-text scorers are unavailable offline, so the pack trains a small
 model on this domain and measures sampling design choices with an exact judge (``judge.py``).
 
-Canvas and geometry (all in pixels of a 256x256 canvas; ``render(size=...)`` scales them):
+Canvas and geometry (all in pixels of a 256x256 canvas, or of a wider or taller one with a 256-px short
+side, ``Scene.canvas``: ``ASPECTS`` are the built-in model's; ``render(size=...)`` scales them):
   * every shape fills a square bounding box of side ``extent`` centred on ``center`` (the bbox
     centre, which is what the judge measures), upright, never closer than ``MARGIN`` px to the border;
   * size ``small``: extent drawn in [64, 76] (>= 4x4 tokens at VQ factor 16), ``large``: [112, 124]
     (64 and 112 once snapped, below);
-  * position is a 3x3 grid of cells (rows top/middle/bottom, cols left/centre/right) of 256/3 px;
-    the centre sits near the cell's nominal point with a little jitter, clamped inside the canvas;
+  * position is a 3x3 grid of cells (rows top/middle/bottom, cols left/centre/right), thirds of
+    each side; the centre sits near the cell's nominal point (stretched with the side) with a
+    little jitter, clamped inside the canvas; object sizes are px, the same on every canvas;
   * every box then snaps onto the VQ token grid (``SNAP`` px): side floored, corner rounded. With
     continuous placement the tiny demo transformer left shape near chance after 94 CPU-minutes
     (each sub-token offset is a different set of edge codes); on the grid a shape's token map
@@ -139,6 +141,8 @@ class Scene:
     background: str
     relation: str | None = None
     split: str | None = field(default=None, compare=False)
+    canvas: tuple[int, int] = (CANVAS, CANVAS)
+    """(width, height) in px at the 256-px scale: thirds, margins and the token grid follow it."""
 
     @property
     def is_realized(self) -> bool:
@@ -186,12 +190,28 @@ def has_heldout_pair(scene: Scene) -> bool:
     )
 
 
-def cell_of(center: tuple[float, float], canvas: float = CANVAS) -> tuple[int, int]:
-    """Grid cell (row, col) of a point: thirds of the canvas."""
+def cell_of(center: tuple[float, float], canvas: float | tuple[float, float] = CANVAS) -> tuple[int, int]:
+    """Grid cell (row, col) of a point: thirds of the canvas (a side, or (width, height))."""
+    w, h = (canvas, canvas) if isinstance(canvas, (int, float)) else canvas
     x, y = center
-    col = min(2, max(0, int(x * 3 // canvas)))
-    row = min(2, max(0, int(y * 3 // canvas)))
+    col = min(2, max(0, int(x * 3 // w)))
+    row = min(2, max(0, int(y * 3 // h)))
     return row, col
+
+
+ASPECTS: tuple[tuple[int, int], ...] = ((256, 256), (384, 256), (256, 384))
+"""Canvases (width, height) the built-in model is trained on: square, landscape and portrait 3:2."""
+
+
+def check_canvas(canvas: tuple[int, int]) -> tuple[int, int]:
+    """A (width, height) canvas: whole tokens (multiples of 16 px), 256 px or more on each side."""
+    try:
+        w, h = (int(v) for v in canvas)
+    except (TypeError, ValueError):
+        raise MGTInputError(f"canvas must be (width, height) in px, got {canvas!r}") from None
+    if w < CANVAS or h < CANVAS or w % 16 or h % 16:
+        raise MGTInputError(f"canvas sides must be multiples of 16 and at least {CANVAS} px, got {w}x{h}")
+    return w, h
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,7 +249,7 @@ def _sample_two_object_spec(rng: np.random.Generator) -> Scene:
     return Scene(tuple(SceneObject(s, c) for c, s in objs), bg, rel)
 
 
-def sample_scene(rng: np.random.Generator, split: str) -> Scene:
+def sample_scene(rng: np.random.Generator, split: str, canvas: tuple[int, int] = (CANVAS, CANVAS)) -> Scene:
     """A random, fully realised scene of a split (see module docstring for what each split holds)."""
     if split == "train":
         if rng.random() < TRAIN_TWO_OBJECT_PROB:
@@ -247,71 +267,90 @@ def sample_scene(rng: np.random.Generator, split: str) -> Scene:
         spec = _sample_two_object_spec(rng)
     else:
         raise MGTInputError(f"split must be one of {SPLITS}, got {split!r}")
-    return replace(realize(spec, rng), split=split)
+    return replace(realize(spec, rng, canvas), split=split)
 
 
-def _place_single(rng: np.random.Generator, size: str, cell: tuple[int, int]) -> tuple[tuple[float, float], float]:
+def _nominal(size: str, k: int, side: float) -> float:
+    """The cell's nominal point along a canvas side: the 256-px one, stretched with the side."""
+    return side / 2 + (_NOMINAL[size][k] - CANVAS / 2) * (side / CANVAS)
+
+
+def _place_single(
+    rng: np.random.Generator, size: str, cell: tuple[int, int], canvas: tuple[int, int] = (CANVAS, CANVAS)
+) -> tuple[tuple[float, float], float]:
     lo, hi = SIZE_EXTENT[size]
     extent = float(rng.uniform(lo, hi))
     half = extent / 2 + MARGIN + 1  # +1: the antialiased rim may reach a pixel past the bbox
-    nominal = _NOMINAL[size]
     jit = _JITTER[size]
     row, col = cell
-    x = float(np.clip(nominal[col] + rng.uniform(-jit, jit), half, CANVAS - half))
-    y = float(np.clip(nominal[row] + rng.uniform(-jit, jit), half, CANVAS - half))
+    w, h = canvas
+    x = float(np.clip(_nominal(size, col, w) + rng.uniform(-jit, jit), half, w - half))
+    y = float(np.clip(_nominal(size, row, h) + rng.uniform(-jit, jit), half, h - half))
     return (x, y), extent
 
 
-def _place_pair(rng: np.random.Generator, relation: str) -> list[tuple[tuple[float, float], float]]:
+def _place_pair(
+    rng: np.random.Generator, relation: str, canvas: tuple[int, int] = (CANVAS, CANVAS)
+) -> list[tuple[tuple[float, float], float]]:
     """Two non-overlapping boxes: along the relation axis >= PAIR_GAP apart, across it nearly aligned."""
     lo, hi = PAIR_EXTENT
     first_low = relation in ("left of", "above")  # object 0 has the smaller coordinate along the axis
+    horizontal = relation in ("left of", "right of")
+    A, B = canvas if horizontal else canvas[::-1]  # canvas side along and across the relation axis
     while True:
         e = rng.uniform(lo, hi, size=2)
         h = e / 2 + MARGIN + 1
         i_lo, i_hi = (0, 1) if first_low else (1, 0)
         along = np.empty(2)
-        along[i_lo] = rng.uniform(h[i_lo], CANVAS / 2 - 10)
-        along[i_hi] = rng.uniform(CANVAS / 2 + 10, CANVAS - h[i_hi])
+        along[i_lo] = rng.uniform(h[i_lo], A / 2 - 10)
+        along[i_hi] = rng.uniform(A / 2 + 10, A - h[i_hi])
         if along[i_hi] - along[i_lo] < (e[0] + e[1]) / 2 + PAIR_GAP:
             continue
-        base = rng.uniform(max(h) + PAIR_MAX_OFFSET / 2, CANVAS - max(h) - PAIR_MAX_OFFSET / 2)
-        across = np.clip(base + rng.uniform(-PAIR_MAX_OFFSET / 2, PAIR_MAX_OFFSET / 2, size=2), h, CANVAS - h)
+        base = rng.uniform(max(h) + PAIR_MAX_OFFSET / 2, B - max(h) - PAIR_MAX_OFFSET / 2)
+        across = np.clip(base + rng.uniform(-PAIR_MAX_OFFSET / 2, PAIR_MAX_OFFSET / 2, size=2), h, B - h)
         break
-    if relation in ("left of", "right of"):
+    if horizontal:
         centers = [(float(along[i]), float(across[i])) for i in range(2)]
     else:
         centers = [(float(across[i]), float(along[i])) for i in range(2)]
     return [(centers[i], float(e[i])) for i in range(2)]
 
 
-def snap_box(center: tuple[float, float], extent: float) -> tuple[tuple[float, float], float]:
+def snap_box(
+    center: tuple[float, float], extent: float, canvas: tuple[int, int] = (CANVAS, CANVAS)
+) -> tuple[tuple[float, float], float]:
     """The box on the token grid: side floored to a multiple of SNAP, corner rounded to the nearest
     SNAP * k + SNAP_PHASE that keeps MARGIN free (corners half a token off the grid lines: the
     codebook reconstructs small stars there 99% right against 94.5% on the lines)."""
     e = max(SNAP, math.floor(extent / SNAP) * SNAP)
     k_lo = math.ceil((MARGIN + 1 - SNAP_PHASE) / SNAP)
-    k_hi = math.floor((CANVAS - MARGIN - 1 - e - SNAP_PHASE) / SNAP)
-    ks = [min(k_hi, max(k_lo, math.floor((c - extent / 2 - SNAP_PHASE) / SNAP + 0.5))) for c in center]
+    k_his = [math.floor((side - MARGIN - 1 - e - SNAP_PHASE) / SNAP) for side in canvas]
+    ks = [
+        min(k_hi, max(k_lo, math.floor((c - extent / 2 - SNAP_PHASE) / SNAP + 0.5)))
+        for c, k_hi in zip(center, k_his, strict=True)
+    ]
     return (ks[0] * SNAP + SNAP_PHASE + e / 2, ks[1] * SNAP + SNAP_PHASE + e / 2), e
 
 
-def realize(spec: Scene, rng: np.random.Generator) -> Scene:
-    """Fill the geometry a spec leaves open (size, cell, centre, extent), keeping what it states.
+def realize(spec: Scene, rng: np.random.Generator, canvas: tuple[int, int] = (CANVAS, CANVAS)) -> Scene:
+    """Fill the geometry a spec leaves open (size, cell, centre, extent) on a (width, height) canvas,
+    keeping what it states.
 
     Use it to render a ground-truth image for any parsed prompt: ``realize(parse_prompt(p), rng)``.
     """
+    canvas = check_canvas(canvas)
+    spec = replace(spec, canvas=canvas)
     if len(spec.objects) == 1:
         o = spec.objects[0]
         size = o.size if o.size is not None else _pick(rng, SIZES)
         cell = o.cell if o.cell is not None else (int(rng.integers(3)), int(rng.integers(3)))
-        center, extent = snap_box(*_place_single(rng, size, cell))
+        center, extent = snap_box(*_place_single(rng, size, cell, canvas), canvas)
         return replace(spec, objects=(replace(o, size=size, cell=cell, center=center, extent=extent),))
     if len(spec.objects) == 2 and spec.relation in RELATIONS:
-        placed = _place_pair(rng, spec.relation)
+        placed = _place_pair(rng, spec.relation, canvas)
         objs = tuple(
-            replace(o, size="small", cell=cell_of(c), center=c, extent=e)
-            for o, (c, e) in zip(spec.objects, (snap_box(*b) for b in placed), strict=True)
+            replace(o, size="small", cell=cell_of(c, canvas), center=c, extent=e)
+            for o, (c, e) in zip(spec.objects, (snap_box(*b, canvas) for b in placed), strict=True)
         )
         return replace(spec, objects=objs)
     raise MGTInputError(
@@ -476,13 +515,15 @@ def shape_alpha(shape: str, x0: float, y0: float, extent: float, width: int, hei
 
 
 def _render_pil(scene: Scene, size: int) -> Image.Image:
+    """``size`` is the output's short side; the geometry scales from the scene's canvas."""
     """PIL does the compositing (paste through the coverage mask), all in C: ~1 ms per image."""
     if not scene.is_realized:
         raise MGTInputError("render needs a realised scene: call realize(spec, rng) on a parsed prompt first")
     if scene.background not in BACKGROUNDS:
         raise MGTInputError(f"background must be one of {tuple(BACKGROUNDS)}, got {scene.background!r}")
-    k = size / CANVAS
-    img = Image.new("RGB", (size, size), BACKGROUNDS[scene.background])
+    k = size / min(scene.canvas)
+    width, height = (round(side * k) for side in scene.canvas)
+    img = Image.new("RGB", (width, height), BACKGROUNDS[scene.background])
     for o in scene.objects:
         if o.colour not in COLOURS:
             raise MGTInputError(f"colour must be one of {tuple(COLOURS)}, got {o.colour!r}")
@@ -490,28 +531,34 @@ def _render_pil(scene: Scene, size: int) -> Image.Image:
         x0 = o.center[0] * k - e / 2
         y0 = o.center[1] * k - e / 2
         ix0, iy0 = max(0, math.floor(x0)), max(0, math.floor(y0))
-        ix1, iy1 = min(size, math.ceil(x0 + e)), min(size, math.ceil(y0 + e))
+        ix1, iy1 = min(width, math.ceil(x0 + e)), min(height, math.ceil(y0 + e))
         mask = _coverage_image(o.shape, x0 - ix0, y0 - iy0, e, ix1 - ix0, iy1 - iy0, SUPERSAMPLE)
         img.paste(COLOURS[o.colour], (ix0, iy0, ix1, iy1), mask)
     return img
 
 
 def render(scene: Scene, size: int = CANVAS) -> np.ndarray:
-    """uint8 [size, size, 3] image of a realised scene (geometry scaled from the 256 canvas)."""
+    """uint8 [H, W, 3] image of a realised scene, short side ``size`` (geometry scaled from its canvas)."""
     return np.asarray(_render_pil(scene, size)).copy()
 
 
 def render_batch(scenes, size: int = CANVAS) -> np.ndarray:
-    """uint8 [N, size, size, 3] for a list of realised scenes."""
-    out = np.empty((len(scenes), size, size, 3), np.uint8)
+    """uint8 [N, H, W, 3] for a list of realised scenes of one canvas."""
+    canvases = {s.canvas for s in scenes}
+    if len(canvases) > 1:
+        raise MGTInputError(f"render_batch renders scenes of one canvas, got {sorted(canvases)}")
+    w, h = next(iter(canvases), (CANVAS, CANVAS))
+    out = np.empty((len(scenes), round(h * size / min(w, h)), round(w * size / min(w, h)), 3), np.uint8)
     for i, s in enumerate(scenes):
         out[i] = np.asarray(_render_pil(s, size))
     return out
 
 
-def sample_batch(rng: np.random.Generator, split: str, n: int, size: int = CANVAS) -> tuple[list[str], np.ndarray]:
-    """n (prompt, image) training pairs: prompts list and uint8 [n, size, size, 3]."""
-    scenes = [sample_scene(rng, split) for _ in range(n)]
+def sample_batch(
+    rng: np.random.Generator, split: str, n: int, size: int = CANVAS, canvas: tuple[int, int] = (CANVAS, CANVAS)
+) -> tuple[list[str], np.ndarray]:
+    """n (prompt, image) training pairs: prompts list and uint8 [n, H, W, 3] (short side ``size``)."""
+    scenes = [sample_scene(rng, split, canvas) for _ in range(n)]
     return [prompt_of(s) for s in scenes], render_batch(scenes, size)
 
 
