@@ -11,6 +11,7 @@ gives HPS v2 winning rates.
     python bench/quality.py                        # defaults: 200 prompts per split, every variant
     python bench/quality.py --n 20 --variants vanilla noise_reg --splits simple
     python bench/quality.py --grid docs/quality_grid.png   # also a side-by-side image of a few prompts
+    python bench/quality.py --size 384x256 --variants vanilla   # another canvas (width x height)
 """
 
 from __future__ import annotations
@@ -80,15 +81,17 @@ def interval(prefs: list[float]) -> tuple[float, float]:
     return float(x.mean()), 1.96 * float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
 
 
-def study(pipe, splits: list[str], n: int, variants: list[str], batch: int, seed: int) -> dict:
+def study(pipe, splits: list[str], n: int, variants: list[str], batch: int, seed: int, size=None) -> dict:
+    """``size`` (width, height) generates every variant at that canvas instead of the model's default."""
     results: dict = {"model": pipe.info.name, "steps": pipe.info.steps, "guidance_scale": pipe.info.guidance_scale,
-                     "torch": torch.__version__, "splits": {}}
+                     "size": list(size or (pipe.info.width, pipe.info.height)), "torch": torch.__version__, "splits": {}}
+    extra = {"width": size[0], "height": size[1]} if size else {}
     for split in splits:
         prompts = eval_prompts(split, n, seed)
         verdicts, rows = {}, {}
         for name in variants:
             t = time.perf_counter()
-            images = generate(pipe, prompts, VARIANTS[name], batch)
+            images = generate(pipe, prompts, {**VARIANTS[name], **extra}, batch)
             verdicts[name] = [judge(img, p) for img, (p, _) in zip(images, prompts, strict=True)]
             seconds = (time.perf_counter() - t) / len(prompts)
             acc = accuracy(verdicts[name])
@@ -107,7 +110,8 @@ def study(pipe, splits: list[str], n: int, variants: list[str], batch: int, seed
 
 
 def table(results: dict) -> str:
-    lines = [f"Model `{results['model']}` ({results['steps']} steps, CFG {results['guidance_scale']}), "
+    size = "x".join(str(v) for v in results.get("size", ()))
+    lines = [f"Model `{results['model']}` ({results['steps']} steps, CFG {results['guidance_scale']}, {size}), "
              f"torch {results['torch']}, CPU."]
     for split, data in results["splits"].items():
         lines += ["", f"**{split}** ({data['n']} prompt-seed pairs)", ""]
@@ -153,11 +157,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "runs" / "quality"), help="folder for results.json / results.md")
     ap.add_argument("--grid", help="also write a side-by-side PNG of a few prompts here")
+    ap.add_argument("--size", default=None, help="generate at WIDTHxHEIGHT (default: the model's size)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     pipe = mgt_core.load_pipeline(args.model, dtype=torch.float32)
     variants = ["vanilla", *[v for v in args.variants if v != "vanilla"]]
-    results = study(pipe, args.splits, args.n, variants, args.batch, args.seed)
+    size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
+    results = study(pipe, args.splits, args.n, variants, args.batch, args.seed, size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -198,3 +198,21 @@ def test_t2i_script_trains_and_exports_a_loadable_model_folder(tmp_path, codeboo
     assert (pipe.info.steps, pipe.info.guidance_scale, pipe.info.negative_prompt) == (6, 2.5, "")
     image = pipe("a red circle on a gray background", steps=2)
     assert image.shape == (1, 256, 256, 3)
+
+    # Fine-tuning an exported folder on several canvases, its tokens from the folder's VQ encoder: the run
+    # starts exactly at the folder's weights (lr 0 keeps them), each canvas gets its own data stream.
+    tune = ["--out", str(tmp_path / "tune"), "--init", str(dst), "--tokenize-vq", str(dst / "vqvae"),
+            "--aspects", "256x256:1,384x256:1", "--data", str(tmp_path / "data2"), "--chunk", "8",
+            "--init-chunks", "2", "--batch", "2", "--lr", "0", "--warmup", "1", "--eval-every", "100",
+            "--eval-n", "1", "--eval-steps", "2", "--threads", "1", "--seed", "3"]  # fmt: skip
+    T2I.main([*tune, "--steps", "4"])
+    folders = sorted(p.name for p in (tmp_path / "data2").iterdir())
+    assert len(folders) == 2 and all(f.startswith("vq") for f in folders) and folders[1].endswith("-384x256")
+    T2I.main([*tune, "--export", str(tmp_path / "again")])
+    from safetensors.torch import load_file
+
+    for sub, name in (("transformer", "diffusion_pytorch_model.safetensors"), ("text_encoder", "model.safetensors")):
+        before, after = load_file(str(dst / sub / name)), load_file(str(tmp_path / "again" / sub / name))
+        assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before), sub
+    wide = load_pipeline(tmp_path / "again")("a red circle on a gray background", steps=2, width=384, height=256)
+    assert wide.shape == (1, 256, 384, 3)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -49,11 +50,13 @@ from mgt_core.sampling.schedules import mask_counts  # noqa: E402
 
 GRID = 16  # VQ tokens per side at 256x256
 L = GRID * GRID
+TOKEN = 16  # px per VQ token
 CODEBOOK = 512
 MASK_ID = CODEBOOK  # vocab_size - 1
 STEP_CHOICES = (8, 12, 16, 24, 32, 48, 64)
 """Step counts the demo is sampled with; training draws T from these."""
 MICRO_CONDS = (256.0, 256.0, 0.0, 0.0, 6.0)
+"""(width, height, crop top, crop left, aesthetic score); width and height follow the batch's canvas."""
 TEXT_LEN = 24
 BOS_ID, EOS_ID = 622, 623
 
@@ -160,22 +163,35 @@ class CentroidVQ(torch.nn.Module):
         return codebook_tokenize(x, self.book)
 
 
-def make_chunk(book, tok, data_seed: int, k: int, n: int) -> dict:
-    """n training scenes from seed [data_seed, k]: codebook token ids (uint16) and text ids (int16)."""
-    rng = np.random.default_rng([data_seed, k])
+def parse_aspects(text: str) -> dict[tuple[int, int], float]:
+    """"256x256:2,384x256:1" -> {(256, 256): 0.5, (384, 256): 0.25, ...}: canvases and their share of batches."""
+    out: dict[tuple[int, int], float] = {}
+    for item in text.split(","):
+        size, _, weight = item.strip().partition(":")
+        w, _, h = size.partition("x")
+        out[S.check_canvas((int(w), int(h)))] = float(weight or 1)
+    total = sum(out.values())
+    return {k: v / total for k, v in out.items()}
+
+
+def make_chunk(tokenize_images, tok, data_seed: int, k: int, n: int, canvas: tuple[int, int] = (256, 256)) -> dict:
+    """n training scenes from seed [data_seed, k] (another stream per non-square canvas): codebook
+    token ids (uint16) and text ids (int16)."""
+    rng = np.random.default_rng([data_seed, k] if canvas == (256, 256) else [data_seed, k, *canvas])
     prompts, tokens = [], []
     for i in range(0, n, 64):
-        p, images = S.sample_batch(rng, "train", min(64, n - i))
+        p, images = S.sample_batch(rng, "train", min(64, n - i), canvas=canvas)
         prompts += p
-        tokens.append(codebook_tokenize(images, book).to(torch.int32))
+        tokens.append(tokenize_images(images).to(torch.int32))
     return {"tokens": torch.cat(tokens).to(torch.uint16), "text_ids": tokenize(tok, prompts), "prompts": prompts}
 
 
 class ChunkedData:
     """The growing training set: loads chunk files, encoding any that are missing."""
 
-    def __init__(self, folder: Path, book, tok, data_seed: int, chunk: int):
-        self.folder, self.book, self.tok, self.seed, self.chunk = folder, book, tok, data_seed, chunk
+    def __init__(self, folder: Path, tokenize_images, tok, data_seed: int, chunk: int, canvas=(256, 256)):
+        self.folder, self.tokenize_images, self.tok, self.seed, self.chunk = folder, tokenize_images, tok, data_seed, chunk
+        self.canvas = canvas
         folder.mkdir(parents=True, exist_ok=True)
         self.tokens: list[torch.Tensor] = []
         self.text_ids: list[torch.Tensor] = []
@@ -189,7 +205,7 @@ class ChunkedData:
         p = self.path(k)
         if p.exists():
             return torch.load(p, weights_only=False)
-        d = make_chunk(self.book, self.tok, self.seed, k, self.chunk)
+        d = make_chunk(self.tokenize_images, self.tok, self.seed, k, self.chunk, self.canvas)
         save_atomic(d, p)
         return d
 
@@ -211,7 +227,7 @@ class ChunkedData:
 # Masking consistent with the sampler, and the vanilla sampler itself
 
 
-def input_mask_counts() -> dict[int, torch.Tensor]:
+def input_mask_counts(L: int = L) -> dict[int, torch.Tensor]:
     """Per T: tokens masked at the INPUT of each step i, as the pack's sampler produces them: L
     at i = 0, then the cosine schedule's count (from the pack's own schedule code) clamped to
     reveal at least one token per step (design-choices.md section 2.2)."""
@@ -225,7 +241,12 @@ def input_mask_counts() -> dict[int, torch.Tensor]:
 
 
 def training_mask(
-    b: int, gen: torch.Generator, counts: dict[int, torch.Tensor], target: torch.Tensor | None = None, p_object_first: float = 0.0
+    b: int,
+    gen: torch.Generator,
+    counts: dict[int, torch.Tensor],
+    target: torch.Tensor | None = None,
+    p_object_first: float = 0.0,
+    L: int = L,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean mask [b, L] with the sampler's count per row, and the timestep T - 1 - i the sampler
     passes at that step.
@@ -247,8 +268,8 @@ def training_mask(
     return ranks < m[:, None], T - 1 - i
 
 
-def micro(b: int) -> torch.Tensor:
-    return torch.tensor(MICRO_CONDS).expand(b, 5)
+def micro(b: int, canvas: tuple[int, int] = (256, 256)) -> torch.Tensor:
+    return torch.tensor((float(canvas[0]), float(canvas[1]), *MICRO_CONDS[2:])).expand(b, 5)
 
 
 def pipeline_for(model, text, tok, vq):
@@ -321,13 +342,49 @@ def eval_vq(a, book: torch.Tensor | None = None):
 
 def setup(a):
     torch.manual_seed(a.seed)
-    book = torch.load(a.codebook)
+    book = None if a.tokenize_vq else torch.load(a.codebook)
     tok_dir = Path(a.out) / "tokenizer"
     write_tokenizer(tok_dir)
     tok = load_tokenizer(tok_dir)
-    folder = Path(a.data) / f"{book_hash(Path(a.codebook))}-{S.LAYOUT}"
-    data = ChunkedData(folder, book, tok, a.data_seed, a.chunk)
+    if a.tokenize_vq:  # the exported VQ's encoder (the shipped model's tokens; see --tokenize-vq)
+        enc = load_exported(Path(a.tokenize_vq))
+        key = "vq" + book_hash(Path(a.tokenize_vq) / "diffusion_pytorch_model.safetensors")
+
+        @torch.no_grad()
+        def tokenize_images(images: np.ndarray) -> torch.Tensor:
+            return enc.encode(torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255))
+    else:
+        key = book_hash(Path(a.codebook))
+
+        def tokenize_images(images: np.ndarray) -> torch.Tensor:
+            return codebook_tokenize(images, book)
+
+    data = {}
+    for canvas in parse_aspects(a.aspects):
+        name = f"{key}-{S.LAYOUT}" + ("" if canvas == (256, 256) else f"-{canvas[0]}x{canvas[1]}")
+        data[canvas] = ChunkedData(Path(a.data) / name, tokenize_images, tok, a.data_seed, a.chunk, canvas)
     return eval_vq(a, book), tok, data
+
+
+def init_weights(path: Path) -> tuple[dict, list[torch.Tensor]]:
+    """Architecture args and EMA weights (transformer then text encoder, parameter order) to start a run
+    from: a run's ``ckpt.pt``, or an exported model folder (e.g. the shipped demo, fp16 -> fp32)."""
+    if not path.is_dir():
+        init = torch.load(path, weights_only=False)
+        return {k: init["args"][k] for k in ARCH_ARGS}, init["ema"], init["step"]
+    from safetensors.torch import load_file
+
+    tcfg = json.loads((path / "transformer" / "config.json").read_text())
+    ccfg = json.loads((path / "text_encoder" / "config.json").read_text())
+    arch = {"width": tcfg["num_attention_heads"] * tcfg["attention_head_dim"], "heads": tcfg["num_attention_heads"],
+            "layers": tcfg["num_layers"], "single_layers": tcfg["num_single_layers"],
+            "text_width": ccfg["hidden_size"], "text_layers": ccfg["num_hidden_layers"]}  # fmt: skip
+    model, text = build_models(argparse.Namespace(**arch))
+    model.load_state_dict(load_file(str(path / "transformer" / "diffusion_pytorch_model.safetensors")), strict=True)
+    missing, unexpected = text.load_state_dict(load_file(str(path / "text_encoder" / "model.safetensors")), strict=False)
+    if unexpected or any("position_ids" not in k for k in missing):
+        raise SystemExit(f"{path}: text encoder keys differ (missing {missing}, unexpected {unexpected})")
+    return arch, [p.detach().float().clone() for m in (model, text) for p in m.parameters()], "export"
 
 
 def train(a) -> None:
@@ -339,13 +396,13 @@ def train(a) -> None:
     if a.resume and ckpt.exists():
         st = torch.load(ckpt, weights_only=False)
         saved = st["args"]
-        for k in (*ARCH_ARGS, "chunk", "data_seed"):
-            setattr(a, k, saved[k])  # the architecture and data stream are fixed by the run
+        for k in (*ARCH_ARGS, "chunk", "data_seed", "aspects"):
+            setattr(a, k, saved.get(k, "256x256") if k == "aspects" else saved[k])  # fixed by the run
     elif a.init:
-        init = torch.load(a.init, weights_only=False)
+        arch, init_ema, init_step = init_weights(Path(a.init))
         for k in ARCH_ARGS:
-            setattr(a, k, init["args"][k])
-    vq, tok, data = setup(a)
+            setattr(a, k, arch[k])
+    vq, tok, datasets = setup(a)
     model, text = build_models(a)
     params = [p for m in (model, text) for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.98), weight_decay=a.wd)
@@ -364,18 +421,22 @@ def train(a) -> None:
         print(f"resumed at step {step} ({elapsed / 60:.1f} min)", flush=True)
     else:
         if a.init:  # a new run (fresh optimizer, schedule and data stream) from another run's EMA weights
-            for p, v in zip(ema.params, init["ema"], strict=True):
+            for p, v in zip(ema.params, init_ema, strict=True):
                 p.data.copy_(v)
-            for s, v in zip(ema.shadow, init["ema"], strict=True):
+            for s, v in zip(ema.shadow, init_ema, strict=True):
                 s.copy_(v)
-            print(f"initialised from {a.init} (step {init['step']})", flush=True)
+            print(f"initialised from {a.init} (step {init_step})", flush=True)
         (out / "args.json").write_text(json.dumps(vars(a), indent=2) + "\n")
     n_t = sum(p.numel() for p in model.parameters())
     n_c = sum(p.numel() for p in text.parameters())
     print(f"transformer {n_t:,} params, text encoder {n_c:,} params; steps {step}..{a.steps}", flush=True)
     empty_ids = tokenize(tok, [""])[0].long()
     eval_items = S.eval_prompts("simple", a.eval_n, seed=0)
-    counts = input_mask_counts()
+    aspects = parse_aspects(a.aspects)
+    canvases = list(aspects)
+    shares = torch.tensor([aspects[c] for c in canvases])
+    counts = {c: input_mask_counts((c[0] // TOKEN) * (c[1] // TOKEN)) for c in canvases}
+    eval_sizes = list(parse_aspects(a.eval_sizes)) if a.eval_sizes else [(256, 256)]
     pipe = pipeline_for(model, text, tok, vq)
     acc: dict[str, float] = {}
     t0 = time.time() - elapsed
@@ -383,19 +444,23 @@ def train(a) -> None:
     while step < a.steps:
         model.train()
         text.train()
-        data.grow_to(a.init_chunks + step // a.steps_per_chunk)
+        canvas = canvases[0] if len(canvases) == 1 else canvases[int(torch.multinomial(shares, 1, generator=gen))]
+        h, w = canvas[1] // TOKEN, canvas[0] // TOKEN
+        n_tok = h * w
+        data = datasets[canvas]
+        data.grow_to(math.ceil((a.init_chunks + step // a.steps_per_chunk) * aspects[canvas]))
         idx = torch.randint(0, data.n, (a.batch,), generator=gen)
         target, ids = data.batch(idx)
-        target = target.view(a.batch, L)
+        target = target.view(a.batch, n_tok)
         drop = torch.rand(a.batch, generator=gen) < a.text_drop
         ids = torch.where(drop[:, None], empty_ids[None], ids)
-        mask, timestep = training_mask(a.batch, gen, counts, target, a.object_first)
+        mask, timestep = training_mask(a.batch, gen, counts[canvas], target, a.object_first, n_tok)
         inp = torch.where(mask, torch.full_like(target, MASK_ID), target)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, a)
         hid, pooled = encode_text(text, ids)
-        logits = model(inp.view(a.batch, GRID, GRID), hid, pooled, timestep, micro(a.batch))
-        logits = logits.permute(0, 2, 3, 1).reshape(a.batch, L, CODEBOOK)[mask]
+        logits = model(inp.view(a.batch, h, w), hid, pooled, timestep, micro(a.batch, canvas))
+        logits = logits.permute(0, 2, 3, 1).reshape(a.batch, n_tok, CODEBOOK)[mask]
         loss = F.cross_entropy(logits, target[mask], label_smoothing=a.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -409,7 +474,8 @@ def train(a) -> None:
             acc[k] = acc.get(k, 0.0) + v
         if step % a.log_every == 0:
             row = {"step": step, "minutes": round((time.time() - t0) / 60, 2), "lr": f"{lr_at(step, a):.2e}",
-                   "data": data.n, **{k: round(v / a.log_every, 4) for k, v in acc.items()}}  # fmt: skip
+                   "data": sum(d.n for d in datasets.values()),
+                   **{k: round(v / a.log_every, 4) for k, v in acc.items()}}  # fmt: skip
             append_csv(out / "log.csv", row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
             acc = {}
@@ -418,12 +484,15 @@ def train(a) -> None:
             model.eval()
             text.eval()
             ema.swap()
-            res, _, _ = judge_generation(pipe, eval_items, a.eval_steps, a.eval_cfg)
+            for ew, eh in eval_sizes:
+                res, _, _ = judge_generation(pipe, eval_items, a.eval_steps, a.eval_cfg, width=ew, height=eh)
+                row = {"step": step, "minutes": round((time.time() - t0) / 60, 2), "steps": a.eval_steps,
+                       "cfg": a.eval_cfg}  # fmt: skip
+                row.update({k: round(v, 3) for k, v in res.items()})
+                name = "eval.csv" if (ew, eh) == (256, 256) else f"eval_{ew}x{eh}.csv"
+                append_csv(out / name, row)
+                print(f"EVAL {ew}x{eh}", row, flush=True)
             ema.swap()
-            row = {"step": step, "minutes": round((time.time() - t0) / 60, 2), "steps": a.eval_steps, "cfg": a.eval_cfg}
-            row.update({k: round(v, 3) for k, v in res.items()})
-            append_csv(out / "eval.csv", row)
-            print("EVAL", row, flush=True)
         if last or time.time() - t_ckpt > a.ckpt_minutes * 60:
             state = {"model": model.state_dict(), "text": text.state_dict(), "opt": opt.state_dict(),
                      "ema": ema.shadow, "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
@@ -460,11 +529,12 @@ def sweep(a) -> None:
         model, text, step = load_trained(a)
         pipe, source = pipeline_for(model, text, tok, vq), f"{a.out}@{step}"
     items = S.eval_prompts(a.sweep_split, a.sweep_n, seed=1)
+    (sw, sh), = parse_aspects(a.sweep_size)
     for steps in a.sweep_steps:
         for cfg in a.sweep_cfg:
             t = time.time()
-            res, _, _ = judge_generation(pipe, items, steps, cfg)
-            row = {"model": source, "split": a.sweep_split, "n": a.sweep_n, "steps": steps, "cfg": cfg,
+            res, _, _ = judge_generation(pipe, items, steps, cfg, width=sw, height=sh)
+            row = {"model": source, "split": a.sweep_split, "size": f"{sw}x{sh}", "n": a.sweep_n, "steps": steps, "cfg": cfg,
                    **{k: round(v, 3) for k, v in res.items()}, "seconds": round(time.time() - t)}  # fmt: skip
             append_csv(Path(a.out) / "sweep.csv", row)
             print(row, flush=True)
@@ -532,11 +602,18 @@ def parse_args(argv=None):
     ap.add_argument(
         "--vq", default=None, help="exported VQ folder (train_demo_vq.py): evals decode with it; needed by --export"
     )
+    ap.add_argument(
+        "--tokenize-vq",
+        default=None,
+        help="tokenize the training data with this exported VQ's encoder instead of the codebook: to fine-tune "
+        "the shipped model, whose codebook came from the scenes before they moved onto the token grid",
+    )
     ap.add_argument("--data", default="runs/data")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--chunk", type=int, default=1024, help="images per data chunk")
     ap.add_argument("--init-chunks", type=int, default=8)
+    ap.add_argument("--aspects", default="256x256", help="training canvases WxH[:share], e.g. 256x256:2,384x256:1,256x384:1")
     ap.add_argument("--steps-per-chunk", type=int, default=40, help="one more chunk of data every this many steps")
     # architecture
     ap.add_argument("--width", type=int, default=128, help="transformer inner dim = heads * head_dim")
@@ -562,6 +639,7 @@ def parse_args(argv=None):
     ap.add_argument("--eval-n", type=int, default=50)
     ap.add_argument("--eval-steps", type=int, default=16)
     ap.add_argument("--eval-cfg", type=float, default=1.5)
+    ap.add_argument("--eval-sizes", default="256x256", help="canvases the periodic eval generates at (WxH,...)")
     ap.add_argument("--ckpt-minutes", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
@@ -571,6 +649,7 @@ def parse_args(argv=None):
     ap.add_argument("--sweep-split", default="simple")
     ap.add_argument("--sweep-model", default=None, help="evaluate this model folder instead of the run's EMA weights")
     ap.add_argument("--sweep-n", type=int, default=200)
+    ap.add_argument("--sweep-size", default="256x256", help="canvas WxH the sweep generates at")
     ap.add_argument("--sweep-steps", type=int, nargs="+", default=[8, 16, 32, 64])
     ap.add_argument("--sweep-cfg", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0, 9.0])
     ap.add_argument("--export", default=None, help="write the model folder here and exit")
@@ -582,6 +661,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     a = parse_args(argv)
+    if a.tokenize_vq and not a.vq:
+        a.vq = a.tokenize_vq  # evals and the export decode with the VQ the tokens come from
     torch.set_num_threads(a.threads)
     if a.export:
         export(a)
