@@ -69,6 +69,19 @@ def test_quality_study_runs_end_to_end(tmp_path):
     assert set(rows) == {"vanilla", "noise_reg"} and 0 <= rows["noise_reg"]["win"] <= 1
     assert (tmp_path / "results.md").read_text().count("|") > 10
 
+    class Spy:  # records the size of every image the study generates
+        def __init__(self, pipe):
+            self.pipe, self.info, self.shapes = pipe, pipe.info, []
+
+        def __call__(self, *args, **kwargs):
+            out = self.pipe(*args, **kwargs)
+            self.shapes.append(tuple(out.shape[1:3]))
+            return out
+
+    spy = Spy(mgt_core.load_pipeline(DEMO, dtype=torch.float32))
+    wide = quality.study(spy, ["simple"], 2, ["vanilla"], 2, 0, (384, 256))
+    assert spy.shapes == [(256, 384)] and wide["size"] == [384, 256] and "384x256" in quality.table(wide)
+
 
 def test_words_outside_the_grammar_are_reported(pipe):
     assert pipe.prompt_warnings(FIXED) == []
