@@ -76,6 +76,16 @@ def test_any_size_and_rope_ids_follow_the_transformer_grid(down, hw):
     assert sin[-1, 10] == pytest.approx(torch.sin(torch.tensor(float(gw - 1))).item(), abs=1e-6)
 
 
+def test_training_step_after_an_inference_preview():
+    """A same-size forward in inference mode (a preview, an eval) must not leave tables autograd refuses."""
+    m = randomize(MeissonicTransformer.from_config(tiny_transformer(True)), 1)
+    ids, txt, pooled, micro = inputs(1, 8, 6)
+    with torch.inference_mode():
+        m(ids, txt, pooled, 2, micro)
+    m(ids, txt, pooled, 2, micro).square().mean().backward()
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+
+
 def test_odd_grid_with_downsampling_is_a_clear_error():
     m = MeissonicTransformer.from_config(tiny_transformer(True))
     with pytest.raises(MGTInputError, match="divisible by 2"):

@@ -329,8 +329,9 @@ class MeissonicTransformer(nn.Module):
             )
 
     def rope(self, grid_h: int, grid_w: int, text_len: int, device: torch.device):
-        """cos/sin tables for [text; image] on the transformer grid; cached per shape and device."""
-        key = (grid_h, grid_w, text_len, str(device))
+        """cos/sin tables for [text; image] on the transformer grid; cached per shape and device, and
+        apart for inference mode: tables made there cannot enter autograd (training after a preview)."""
+        key = (grid_h, grid_w, text_len, str(device), torch.is_inference_mode_enabled())
         if self._rope_cache is None or self._rope_cache[0] != key:
             ids = torch.zeros(text_len + grid_h * grid_w, 3, dtype=torch.int64)
             rows, cols = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
