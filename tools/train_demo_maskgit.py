@@ -270,12 +270,12 @@ def crops(rng: np.random.Generator, n: int, book: torch.Tensor, size: int) -> tu
     return xs, cs
 
 
-def vq_loss(vq, part: str, x: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, float]:
+def vq_loss(vq, part: str, x: torch.Tensor, codes: torch.Tensor, obj_weight: float = 2.0) -> tuple[torch.Tensor, float]:
     if part == "decoder":
         y = vq.decoder(vq.post_quant_conv(vq.quantize.lookup(codes)))
         err = y - (x * 2 - 1)
         obj = ((x - x[:, :, :1, :1]).abs().sum(1, keepdim=True) > 0.06).float()
-        w = 1 + 2 * obj
+        w = 1 + obj_weight * obj
         return (w * (err.abs() + err * err)).mean() / w.mean(), err.abs().mean().item() / 2
     z = vq.quant_conv(vq.encoder(x * 2 - 1)).permute(0, 2, 3, 1).reshape(-1, VQ_CONFIG["embed_dim"])
     e = vq.quantize.embedding.weight
@@ -305,7 +305,7 @@ def part_vq(a) -> None:
         x, codes = crops(rng, a.batch, book, a.crop)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, a.lr, a.warmup, a.steps)
-        loss, metric = vq_loss(vq, a.part, x, codes)
+        loss, metric = vq_loss(vq, a.part, x, codes, a.obj_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)  # lr 2e-3 without clipping spiked after ~320 steps
@@ -455,6 +455,7 @@ def main(argv=None) -> None:
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--eval-per-class", type=int, default=2)
+    ap.add_argument("--obj-weight", type=float, default=2.0, help="decoder loss: extra weight on object pixels")
     ap.add_argument("--crop", type=int, default=4, help="token crop side for the VQGAN stages")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
