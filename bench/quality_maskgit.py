@@ -30,7 +30,7 @@ from mgt_core.demo import class_scenes as C  # noqa: E402
 from mgt_core.demo.judge import accuracy, judge, preference  # noqa: E402
 
 DEMO = REPO / "mgt_core" / "demo" / "maskgit-demo"
-ATTRIBUTES = ("colour", "shape", "background", "count")
+ATTRIBUTES = ("colour", "shape", "outline", "clean", "background", "count")
 
 VARIANTS: dict[str, dict] = {
     "vanilla (v1 confidence)": {},

@@ -69,10 +69,13 @@ TINY_PRESETS = {  # what python -m mgt_core.tune --save writes: the sampler node
 @pytest.fixture(scope="session")
 def comfy_models(tmp_path_factory):
     """models/mgt with the tiny folders, plus single files (with sidecar configs) of tiny-meissonic in
-    diffusion_models/, vae/ and text_encoders/ for the single-file loader."""
+    diffusion_models/, vae/ and text_encoders/ for the single-file loader, and a small MaskGIT v1 pair in the
+    released pickle structures (``MASKGIT_FILES``) for MGT MaskGIT Loader (Files), also converted to a folder."""
     import shutil
 
-    from mgt_testing import make_tiny_folder
+    from mgt_testing import MASKGIT_CONVERTED, MASKGIT_FILES, make_released_maskgit, make_tiny_folder
+
+    from mgt_core.convert import convert
 
     root = tmp_path_factory.mktemp("mgt-models")
     for name, down in TEST_MODELS.items():
@@ -83,6 +86,11 @@ def comfy_models(tmp_path_factory):
         (root / kind).mkdir()
         shutil.copy(src / sub / f"{weights}.safetensors", root / kind / "tiny-meissonic.safetensors")
         shutil.copy(src / sub / "config.json", root / kind / "tiny-meissonic.json")
+    transformer, vq = (root / kind / name for kind, name in zip(("diffusion_models", "vae"), MASKGIT_FILES, strict=True))
+    for path in (transformer, vq):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    make_released_maskgit(transformer, vq)
+    convert([str(transformer), str(vq)], str(root / "mgt" / MASKGIT_CONVERTED))  # the same weights as a folder
     return root
 
 

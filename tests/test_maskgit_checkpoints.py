@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mgt_testing import optimizer_state, save_released_taming, save_released_v1
 
 import mgt_core
 from mgt_core.convert import main as convert_main
@@ -36,18 +37,6 @@ def _random(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module.eval().requires_grad_(False)
 
 
-def _optimizer_state(module: torch.nn.Module) -> dict:
-    """A real Adam state after one step, as the trainers save it."""
-    module.requires_grad_(True)
-    opt = torch.optim.Adam(module.parameters(), lr=1e-4)
-    for p in module.parameters():
-        p.grad = torch.ones_like(p) * 1e-3
-    opt.step()
-    opt.zero_grad()
-    module.requires_grad_(False)
-    return opt.state_dict()
-
-
 def _save(obj, path: Path, legacy: bool = False) -> Path:
     torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
     return path
@@ -56,23 +45,14 @@ def _save(obj, path: Path, legacy: bool = False) -> Path:
 def released_v1(tmp: Path, legacy: bool = False) -> tuple[Path, MaskGITTransformer]:
     m = _random(MaskGITTransformer.from_config(C.tiny_maskgit()), 1)
     ref = {k: v.clone() for k, v in m.state_dict().items()}
-    opt = _optimizer_state(m)
+    opt = optimizer_state(m)
     m.load_state_dict(ref)
-    obj = {"iter": 1000, "global_epoch": 3, "model_state_dict": {"module." + k: v for k, v in m.state_dict().items()},
-           "optimizer_state_dict": opt}
-    return _save(obj, tmp / "MaskGIT_ImageNet_tiny.pth", legacy), m
+    return save_released_v1(m, tmp / "MaskGIT_ImageNet_tiny.pth", legacy, opt), m
 
 
 def released_taming(tmp: Path) -> tuple[Path, VQGAN]:
     v = _random(VQGAN.from_config(C.tiny_taming()), 2)
-    sd = dict(v.state_dict())
-    sd["loss.discriminator.main.0.weight"] = torch.randn(8, 3, 4, 4)
-    sd["loss.perceptual_loss.net.slice1.0.weight"] = torch.randn(8, 3, 3, 3)
-    obj = {"epoch": 4, "global_step": 1234, "pytorch-lightning_version": "1.0.8", "state_dict": sd,
-           "callbacks": {"ModelCheckpoint": {"best_model_score": torch.tensor(0.5), "best_model_path": "x.ckpt"}},
-           "optimizer_states": [_optimizer_state(torch.nn.Linear(3, 3)), _optimizer_state(torch.nn.Linear(3, 3))],
-           "lr_schedulers": []}
-    return _save(obj, tmp / "last.ckpt"), v
+    return save_released_taming(v, tmp / "last.ckpt"), v
 
 
 def released_halton(tmp: Path) -> tuple[Path, HaltonTransformer]:
@@ -86,7 +66,7 @@ def released_halton(tmp: Path) -> tuple[Path, HaltonTransformer]:
 
 def released_llamagen(tmp: Path) -> tuple[Path, VQGAN]:
     v = _random(VQGAN.from_config(C.tiny_llamagen()), 4)
-    obj = {"model": v.state_dict(), "optimizer": _optimizer_state(torch.nn.Linear(2, 2)),
+    obj = {"model": v.state_dict(), "optimizer": optimizer_state(torch.nn.Linear(2, 2)),
            "discriminator": {"conv.weight": torch.randn(4, 3, 3, 3)}, "optimizer_disc": None, "steps": 400000,
            "args": argparse.Namespace(vq_model="VQ-16", codebook_size=16, lr=1e-4)}
     return _save(obj, tmp / "vq_ds16_c2i.pt"), v

@@ -34,13 +34,27 @@ def test_layout_and_size(pipe):
 
 def test_vanilla_draws_its_classes(pipe):
     """Every class once (one batch, the demo's defaults, seed 0): the judge's all-correct rate. The shipped
-    demo scores 37.5% here with the current judge (47.5% before its outline check; README: below the 70%
-    target, its VQGAN decoder gets red, yellow and black wrong); the floor catches a broken model or
-    sampler, not a small drift."""
+    demo scores 77.5% here (README: 75.0% on 2 seeds per class, the issue's target is 70%; the misses are
+    ragged outlines, colours are all right); the floor is a few points under, so a broken model, sampler or
+    VQGAN fails it, not a ragged star or two."""
     images = pipe(list(range(len(C.CLASSES))), seed=0)
     verdicts = [J.judge((im.numpy() * 255).round().astype(np.uint8), C.class_prompt(y)) for y, im in enumerate(images)]
     rate = np.mean([v.all_correct for v in verdicts])
-    assert rate >= 0.3, [(v.prompt, v.checks) for v in verdicts if not v.all_correct]
+    assert rate >= 0.72, [(v.prompt, v.checks) for v in verdicts if not v.all_correct]
+
+
+def test_vq_encode_reads_back_class_scenes(pipe):
+    """MGT VQ Encode on the demo (img2img / inpainting start there): ground-truth scenes of every class, encoded
+    and decoded again, are judged as their class and keep their pixels. Measured: 40/40 judged correct, mean
+    abs error 0.8 / 255 (README); the floors leave room for a few ragged stars, not for a broken encoder."""
+    pairs = C.eval_classes(1)
+    scenes = np.stack([C.render_classes([y], np.random.default_rng(s))[0] for y, s in pairs])
+    tokens = pipe.encode_image(torch.from_numpy(scenes).float() / 255)
+    assert tokens.shape == (len(pairs), 16, 16)
+    back = (pipe.decode(tokens).numpy() * 255).round().astype(np.uint8)
+    verdicts = [J.judge(im, C.class_prompt(y)) for im, (y, _) in zip(back, pairs, strict=True)]
+    assert np.mean([v.all_correct for v in verdicts]) >= 0.95, [(v.prompt, v.checks) for v in verdicts if not v.all_correct]
+    assert np.abs(back.astype(float) - scenes).mean() < 3.0
 
 
 def test_study_runs_end_to_end(tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from mgt_core import load_pipeline
 from mgt_core.classes import imagenet, table_for
-from mgt_core.errors import MGTInputError
+from mgt_core.errors import MGTInputError, MGTLoadError
 from mgt_core.loading.maskgit import save_maskgit_folder
 from mgt_core.models import configs as C
 from mgt_core.models.halton import HaltonTransformer
@@ -113,3 +113,23 @@ def test_vqgan_norm_groups_option_keeps_keys_and_default_configs():
     b.load_state_dict(a.state_dict())
     ids = torch.randint(0, 16, (1, 4, 4))
     assert not torch.allclose(a.decode(ids), b.decode(ids))  # the groups change the computation, not the weights
+
+
+def test_vqgan_norm_groups_0_is_the_affine_part_only():
+    base = {**C.tiny_taming()}
+    a, z = VQGAN.from_config(base), VQGAN.from_config({**base, "norm_groups": 0})
+    assert z.config.to_dict()["norm_groups"] == 0
+    z.load_state_dict(a.state_dict())  # same keys and shapes
+    norms = [m for m in z.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_groups == 0 for m in norms)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, norms[0].num_channels, 3, 5, generator=g) * 3 + 2
+    with torch.no_grad():
+        norms[0].weight.copy_(torch.randn(norms[0].num_channels, generator=g))
+        norms[0].bias.copy_(torch.randn(norms[0].num_channels, generator=g))
+    w, b = norms[0].weight[:, None, None], norms[0].bias[:, None, None]
+    assert torch.allclose(norms[0](x), x * w + b)  # no statistics: a pixel's value does not depend on the others
+    ids = torch.randint(0, 16, (1, 4, 4))
+    assert not torch.allclose(a.decode(ids), z.decode(ids))
+    with pytest.raises(MGTLoadError, match="GroupNorm groups"):
+        VQGAN.from_config({**base, "norm_groups": -1})

@@ -45,8 +45,9 @@ class VQGANConfig:
     l2_norm: bool = False
     codebook_used: int = 0  # length of LlamaGen's ``quantize.codebook_used`` buffer (0: none)
     norm_groups: int = 32
-    """GroupNorm groups (both releases: 32). The built-in maskgit-demo uses 1: per-channel normalisation of a
-    32-wide decoder erases flat colours. Same keys and shapes either way."""
+    """GroupNorm groups (both releases: 32); 0 = no statistics, only the per-channel scale and shift (the
+    built-in maskgit-demo: any GroupNorm normalises over the whole image, so a small decoder's colours drift
+    with the image's other content). Same keys and shapes either way."""
 
     @classmethod
     def from_dict(cls, config: dict, source: str = "vq/config.json") -> VQGANConfig:
@@ -91,8 +92,10 @@ class VQGANConfig:
             raise MGTLoadError(f"{source}: layout {self.layout!r} is not one of {LAYOUTS}")
         if not self.ch_mult or min(self.ch_mult) < 1:
             raise MGTLoadError(f"{source}: ch_mult {list(self.ch_mult)} must be a non-empty list of positive ints")
-        bad = [self.ch * m for m in self.ch_mult if (self.ch * m) % self.norm_groups]
-        if self.norm_groups < 1 or bad:
+        if self.norm_groups < 0:
+            raise MGTLoadError(f"{source}: norm_groups {self.norm_groups} must be >= 0 (GroupNorm groups; 0 = affine only)")
+        bad = [self.ch * m for m in self.ch_mult if self.norm_groups and (self.ch * m) % self.norm_groups]
+        if bad:
             raise MGTLoadError(f"{source}: channels {bad} are not multiples of {self.norm_groups} (GroupNorm groups)")
 
     @property
@@ -123,8 +126,17 @@ def llamagen_vq(codebook_size: int = 16384, embed_dim: int = 8, ch_mult=(1, 1, 2
             "resolution": 256, "l2_norm": l2_norm, "codebook_used": codebook_used}
 
 
+class _GroupNorm(nn.GroupNorm):
+    """GroupNorm; with ``num_groups`` 0 only its affine part (``norm_groups: 0``, same keys and shapes)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.num_groups == 0:
+            return x * self.weight[:, None, None] + self.bias[:, None, None]
+        return super().forward(x)
+
+
 def _norm(c: int) -> nn.GroupNorm:
-    return nn.GroupNorm(32, c, eps=1e-6, affine=True)
+    return _GroupNorm(32, c, eps=1e-6, affine=True)
 
 
 class ResnetBlock(nn.Module):
