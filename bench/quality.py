@@ -53,8 +53,10 @@ VARIANTS: dict[str, dict] = {
     "schedule arccos": {"schedule": "arccos"},
     "schedule log": {"schedule": "log"},
     "schedule exp": {"schedule": "exp"},
+    "vanilla 46 steps": {"steps": 46},
 }
-"""Variant name -> keyword arguments of MGTPipeline.__call__ (on top of the model's defaults)."""
+"""Variant name -> keyword arguments of MGTPipeline.__call__ (on top of the model's defaults).
+"vanilla 46 steps" is vanilla given masked Z-Sampling's model calls (the compute-matched baseline)."""
 
 
 def generate(pipe, prompts: list[tuple[str, int]], options: dict, batch: int) -> list[np.ndarray]:
@@ -81,9 +83,11 @@ def interval(prefs: list[float]) -> tuple[float, float]:
     return float(x.mean()), 1.96 * float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
 
 
-def study(pipe, splits: list[str], n: int, variants: list[str], batch: int, seed: int, size=None) -> dict:
-    """``size`` (width, height) generates every variant at that canvas instead of the model's default."""
-    results: dict = {"model": pipe.info.name, "steps": pipe.info.steps, "guidance_scale": pipe.info.guidance_scale,
+def study(pipe, splits: list[str], n: int, variants: list[str], batch: int, seed: int, size=None,
+          baseline: str = "vanilla") -> dict:
+    """``size`` (width, height) generates every variant at that canvas instead of the model's default;
+    win rates are against ``baseline`` (run first)."""
+    results: dict = {"model": pipe.info.name, "baseline": baseline, "steps": pipe.info.steps, "guidance_scale": pipe.info.guidance_scale,
                      "size": list(size or (pipe.info.width, pipe.info.height)), "torch": torch.__version__, "splits": {}}
     extra = {"width": size[0], "height": size[1]} if size else {}
     for split in splits:
@@ -99,8 +103,8 @@ def study(pipe, splits: list[str], n: int, variants: list[str], batch: int, seed
                                             for v in verdicts[name]]))
             rows[name] = {"accuracy": acc, "score": float(np.mean([v.score for v in verdicts[name]])),
                           "calls": model_calls(pipe, VARIANTS[name]), "seconds_per_image": seconds}
-            if name != "vanilla" and "vanilla" in verdicts:
-                prefs = [preference(a, b) for a, b in zip(verdicts[name], verdicts["vanilla"], strict=True)]
+            if name != baseline and baseline in verdicts:
+                prefs = [preference(a, b) for a, b in zip(verdicts[name], verdicts[baseline], strict=True)]
                 mean, half = interval(prefs)
                 rows[name].update(win=mean, ci=half, ties=int(sum(p == 0.5 for p in prefs)))
             print(f"  {split:14s} {name:26s} all={acc['all']:.3f} score={rows[name]['score']:.3f} "
@@ -117,7 +121,7 @@ def table(results: dict) -> str:
         lines += ["", f"**{split}** ({data['n']} prompt-seed pairs)", ""]
         attrs = [a for a in ATTRIBUTES if any(a in r["accuracy"] for r in data["variants"].values())]
         lines.append("| variant | calls/img | all correct | all correct (lenient) | " + " | ".join(attrs)
-                     + " | score | win vs vanilla (95% CI, ties) |")
+                     + f" | score | win vs {results.get('baseline', 'vanilla')} (95% CI, ties) |")
         lines.append("|---|---|---|---|" + "---|" * len(attrs) + "---|---|")
         for name, r in data["variants"].items():
             acc = r["accuracy"]
@@ -157,13 +161,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "runs" / "quality"), help="folder for results.json / results.md")
     ap.add_argument("--grid", help="also write a side-by-side PNG of a few prompts here")
+    ap.add_argument("--baseline", default="vanilla", choices=list(VARIANTS), help="win rates against this variant")
     ap.add_argument("--size", default=None, help="generate at WIDTHxHEIGHT (default: the model's size)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     pipe = mgt_core.load_pipeline(args.model, dtype=torch.float32)
-    variants = ["vanilla", *[v for v in args.variants if v != "vanilla"]]
+    variants = [args.baseline, *[v for v in args.variants if v != args.baseline]]
     size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
-    results = study(pipe, args.splits, args.n, variants, args.batch, args.seed, size)
+    results = study(pipe, args.splits, args.n, variants, args.batch, args.seed, size, args.baseline)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
