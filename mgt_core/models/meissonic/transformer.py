@@ -329,10 +329,11 @@ class MeissonicTransformer(nn.Module):
             )
 
     def rope(self, grid_h: int, grid_w: int, text_len: int, device: torch.device):
-        """cos/sin tables for [text; image] on the transformer grid; cached per shape and device, and
-        apart for inference mode: tables made there cannot enter autograd (training after a preview)."""
-        key = (grid_h, grid_w, text_len, str(device), torch.is_inference_mode_enabled())
-        if self._rope_cache is None or self._rope_cache[0] != key:
+        """cos/sin tables for [text; image] on the transformer grid; cached per shape and device. Tables
+        made in inference mode cannot enter autograd, so outside it they are rebuilt (training after a preview)."""
+        key = (grid_h, grid_w, text_len, str(device))
+        stale = self._rope_cache is not None and self._rope_cache[1][0].is_inference()
+        if self._rope_cache is None or self._rope_cache[0] != key or (stale and not torch.is_inference_mode_enabled()):
             ids = torch.zeros(text_len + grid_h * grid_w, 3, dtype=torch.int64)
             rows, cols = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
             ids[text_len:, 1] = rows.reshape(-1)
