@@ -366,8 +366,8 @@ def setup(a):
     return eval_vq(a, book), tok, data
 
 
-def init_weights(path: Path) -> tuple[dict, list[torch.Tensor]]:
-    """Architecture args and EMA weights (transformer then text encoder, parameter order) to start a run
+def init_weights(path: Path) -> tuple[dict, list[torch.Tensor], int | str]:
+    """Architecture args, EMA weights (transformer then text encoder, parameter order) and step to start a run
     from: a run's ``ckpt.pt``, or an exported model folder (e.g. the shipped demo, fp16 -> fp32)."""
     if not path.is_dir():
         init = torch.load(path, weights_only=False)
