@@ -6,6 +6,7 @@ the pipeline runs them all.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from .models.text import TextConditioning, encode_text, max_text_length, prompt_
 from .models.vq.vqmodel import VQModel
 from .sampling.differential import DifferentialSampling
 from .sampling.engine import SampleResult, SamplerSettings, StepInfo, sample
+from .sampling.maskgit import LogitTemperature
 from .sampling.noise_reg import NoiseRegularization
 from .sampling.partial import Start, full_mask, start_from_tokens, token_mask_from_pixels
 from .sampling.presets import preset
@@ -49,6 +51,7 @@ def make_settings(
     noise_regularization=None,
     differential_sampling=None,
     z_sampling=None,
+    token_temperature=None,
     reference_rng: bool = False,
     preset_name: str | None = None,
     model_presets: dict | None = None,
@@ -69,10 +72,28 @@ def make_settings(
         schedule = chosen.get("schedule", default_schedule)
     if temperature is None:
         temperature = chosen.get("temperature", (2.0, 0.0))
+    if token_temperature is None:
+        token_temperature = chosen.get("token_temperature", 1.0)
     return SamplerSettings(
         steps=steps, guidance_scale=float(guidance_scale), schedule=schedule, temperature=temperature,
         noise_regularization=nr, differential_sampling=ds, z_sampling=zs, reference_rng=reference_rng,
+        logit_temperature=token_sharpening(token_temperature),
     )
+
+
+def token_sharpening(token_temperature) -> LogitTemperature | None:
+    """Softmax temperature of the token draw (logits / tau), as the engine's logit transform.
+
+    1 is the reference (no transform, so tokens stay exactly the reference's). Below 1 the draw
+    keeps closer to the most likely code: a small model's long tail of edge codes is what leaves
+    stray tokens and ragged outlines (README, tuned presets)."""
+    try:
+        tau = float(token_temperature)
+    except (TypeError, ValueError):
+        raise MGTInputError(f"token temperature must be a number > 0, got {token_temperature!r}") from None
+    if not math.isfinite(tau) or tau <= 0:
+        raise MGTInputError(f"token temperature must be a number > 0, got {token_temperature!r}")
+    return None if tau == 1.0 else LogitTemperature(1.0 / tau)
 
 
 SEED_MAX = 2**64 - 1
@@ -213,6 +234,7 @@ class MGTPipeline:
         noise_regularization=None,
         differential_sampling=None,
         z_sampling=None,
+        token_temperature: float | None = None,
         preset: str | None = None,
         init_image: torch.Tensor | None = None,
         strength: float = 1.0,
@@ -228,7 +250,9 @@ class MGTPipeline:
         The design choices take True (defaults), a dict of options, or their class instance;
         ``preset`` picks a named combination: the model's own (``mgt_defaults.json``, e.g. tuned by
         ``python -m mgt_core.tune``) or a built-in one (``mgt_core.sampling.presets``); options
-        passed explicitly win over the preset's. ``temperature`` defaults to (2, 0). ``init_image``
+        passed explicitly win over the preset's. ``temperature`` (the Gumbel one of the confidence
+        ranking) defaults to (2, 0); ``token_temperature`` (softmax temperature of the token draw)
+        to 1, the reference. ``init_image``
         [B, H, W, 3] with ``strength`` is img2img; adding ``mask`` [B, H, W] (1 = regenerate)
         makes it inpainting/outpainting.
         """
@@ -245,7 +269,8 @@ class MGTPipeline:
             guidance_scale=info.guidance_scale if guidance_scale is None else guidance_scale,
             schedule=schedule or None, default_schedule=info.schedule, temperature=temperature,
             noise_regularization=noise_regularization, differential_sampling=differential_sampling,
-            z_sampling=z_sampling, reference_rng=reference_rng, preset_name=preset, model_presets=info.presets,
+            z_sampling=z_sampling, token_temperature=token_temperature, reference_rng=reference_rng,
+            preset_name=preset, model_presets=info.presets,
         )
         grid = self.grid_for(height, width)
         if negative_prompt is None:

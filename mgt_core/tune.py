@@ -7,7 +7,8 @@ The reference's parameters (NR amplitude 2, DS fraction 0.75, Z over every step)
 1B model at CFG 9; on another model each choice has to be re-tuned before it can be judged. The
 search, on a training set of prompt-seed pairs:
   1. one family at a time, each parameter grid against vanilla (schedule incl. ``cospow:a,b``,
-     temperature, NR amplitude x shape, DS fraction, Z window x inversion CFG);
+     Gumbel temperature, token (softmax) temperature, NR amplitude x shape, DS fraction, Z window x
+     inversion CFG);
   2. greedy combination: the best of each family that beat vanilla, added in order while the
      training win rate rises.
 Every candidate is ranked by its win rate against vanilla on the training pairs only. The
@@ -40,7 +41,7 @@ from .errors import MGTInputError
 Scorer = Callable[[np.ndarray, str], float]
 Pair = tuple[str, int]  # (prompt, seed)
 
-FAMILIES = ("schedule", "temperature", "noise_reg", "diff_sampling", "z_sampling")
+FAMILIES = ("schedule", "temperature", "token_temperature", "noise_reg", "diff_sampling", "z_sampling")
 
 
 @dataclass
@@ -69,6 +70,10 @@ def search_space(steps: int, families: Sequence[str] = FAMILIES, quick: bool = F
         add("schedule", f"schedule {name}", {"schedule": name})
     for t in ((0.5, 0.0), (1.0, 0.0), (3.0, 0.0), (4.5, 0.0), (2.0, 1.0), (1.0, 1.0)):
         add("temperature", f"temperature {t[0]:g}->{t[1]:g}", {"temperature": list(t)})
+    for tau in (0.5, 0.7, 0.35):  # jointly with the Gumbel start: sharper draws want a calmer ranking
+        for g in (None, 0.5, 1.0):
+            name = f"token temperature {tau:g}" + (f" + temperature {g:g}->0" if g else "")
+            add("token_temperature", name, {"token_temperature": tau, **({"temperature": [g, 0.0]} if g else {})})
     for shape in ("abs_cos", "linear", "constant"):
         for amp in (0.25, 0.5, 1.0):
             add("noise_reg", f"NR {shape} {amp:g}", {"noise_regularization": {"amplitude": amp, "shape": shape}})
@@ -202,6 +207,8 @@ def tune(
     if len(order) >= 2:
         chosen, best = [order[0]], order[0].train_win
         for c in order[1:]:
+            if any(k in o.options for o in chosen for k in c.options):
+                continue  # it would override an option already chosen (token temperature sets the Gumbel one too)
             trial = combine([*chosen, c])
             if ev.calls(trial.options) > max_calls * base_calls:
                 continue

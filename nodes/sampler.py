@@ -114,6 +114,10 @@ class MGTSampler(io.ComfyNode):
                                tooltip="Gumbel temperature of the confidence ranking at the first step (reference 2)."),
                 io.Float.Input("temperature_end", default=0.0, min=0.0, max=20.0, step=0.1, optional=True, **ADVANCED,
                                tooltip="Gumbel temperature at the last step (reference 0)."),
+                io.Float.Input("token_temperature", default=1.0, min=0.05, max=5.0, step=0.05, optional=True, **ADVANCED,
+                               tooltip="Softmax temperature of the token draw (logits / t). 1 = the reference; below 1 "
+                                       "draws nearer the most likely code: fewer stray tokens and ragged edges, less "
+                                       "variety. Text models; MaskGIT models keep their own sm_temp."),
                 io.Float.Input("nr_amplitude", default=2.0, min=0.0, max=10.0, step=0.05, optional=True, **ADVANCED,
                                tooltip="Noise regularization amplitude A (reference 2)."),
                 io.Combo.Input("nr_shape", options=list(SHAPES), default="abs_cos", optional=True, **ADVANCED,
@@ -145,7 +149,7 @@ class MGTSampler(io.ComfyNode):
         differential_sampling: bool, z_sampling: bool, negative: TextConditioning | None = None,
         init_tokens: Tokens | None = None, denoise: float = 1.0,
         custom_schedule: str = "", temperature_start: float = 2.0, temperature_end: float = 0.0,
-        nr_amplitude: float = 2.0, nr_shape: str = "abs_cos", ds_fraction: float = 0.75, z_inversion_cfg: float = 0.0,
+        token_temperature: float = 1.0, nr_amplitude: float = 2.0, nr_shape: str = "abs_cos", ds_fraction: float = 0.75, z_inversion_cfg: float = 0.0,
         z_start: int = 0, z_stop: int = -1, preset: str = NO_PRESET,
     ) -> io.NodeOutput:
         steps, cfg, width, height = model_defaults(model.info, steps, cfg, width, height)
@@ -172,7 +176,7 @@ class MGTSampler(io.ComfyNode):
         else:
             settings = make_settings(
                 steps=steps, guidance_scale=cfg, schedule="cosine" if sched == MODEL_DEFAULT else sched,
-                temperature=(temperature_start, temperature_end), **choices,
+                temperature=(temperature_start, temperature_end), token_temperature=token_temperature, **choices,
             )
         if init_tokens is not None:
             height, width = init_tokens.image_size

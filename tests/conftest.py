@@ -59,7 +59,7 @@ TEST_MODELS = {"tiny-meissonic": True, "tiny-monetico": False}
 """Random reduced-width model folders (real layout) the test server finds in models/mgt."""
 TINY_DEFAULTS = {"steps": 6, "guidance_scale": 3.0, "width": 32, "height": 32, "negative_prompt": ""}
 TINY_PRESETS = {  # what python -m mgt_core.tune --save writes: the sampler node must offer and apply them
-    "tiny-meissonic": {"test-tuned": {"schedule": "pow2", "temperature": [1.0, 0.0],
+    "tiny-meissonic": {"test-tuned": {"schedule": "pow2", "temperature": [1.0, 0.0], "token_temperature": 0.5,
                                       "noise_regularization": {"amplitude": 0.5, "shape": "linear"},
                                       "_measured": "not measured: a test fixture"}},
     "tiny-monetico": {},

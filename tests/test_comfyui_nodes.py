@@ -160,7 +160,7 @@ def test_sampler_preset_from_the_model_folder(comfy, graph):
                 noise_regularization=False, differential_sampling=False, z_sampling=False)
     tuned = g.node("MGTSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0), preset="test-tuned", **base)
     explicit = g.node("MGTSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0),
-                      **(base | dict(schedule="pow2", temperature_start=1.0, temperature_end=0.0,
+                      **(base | dict(schedule="pow2", temperature_start=1.0, temperature_end=0.0, token_temperature=0.5,
                                      noise_regularization=True, nr_amplitude=0.5, nr_shape="linear")))
     plain = g.node("MGTSampler", model=loader.out(0), positive=pos.out(0), negative=neg.out(0), **base)
     for name, node in (("mgt_tuned", tuned), ("mgt_explicit", explicit), ("mgt_plain", plain)):

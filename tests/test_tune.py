@@ -121,12 +121,13 @@ def test_tuner_with_a_user_scorer_and_prompt_file(tmp_path):
 def test_model_presets_load_validate_and_lose_to_explicit_options(tmp_path):
     model = make_tiny_folder(tmp_path / "m", defaults={
         "steps": 6, "guidance_scale": 3.0, "width": 32, "height": 32, "negative_prompt": "",
-        "presets": {"mine": {"schedule": "cospow:1.5,1", "temperature": [1, 0],
+        "presets": {"mine": {"schedule": "cospow:1.5,1", "temperature": [1, 0], "token_temperature": 0.7,
                              "noise_regularization": {"amplitude": 0.5, "shape": "linear"}, "_measured": "a note"}},
     })
     pipe = mgt_core.load_pipeline(model)
     s = make_settings(steps=6, guidance_scale=3, preset_name="mine", model_presets=pipe.info.presets)
     assert s.schedule.name == "cospow:1.5,1" and tuple(s.temperature) == (1.0, 0.0)
+    assert s.logit_temperature.start == pytest.approx(1 / 0.7)
     assert s.noise_regularization.amplitude == 0.5 and s.z_sampling is None
     explicit = make_settings(steps=6, guidance_scale=3, preset_name="mine", model_presets=pipe.info.presets,
                              schedule="linear")
@@ -134,7 +135,7 @@ def test_model_presets_load_validate_and_lose_to_explicit_options(tmp_path):
     builtin = make_settings(steps=6, guidance_scale=3, preset_name="z_sampling", model_presets=pipe.info.presets)
     assert builtin.z_sampling is not None
     img = pipe("a red circle", seed=2, preset="mine")
-    same = pipe("a red circle", seed=2, schedule="cospow:1.5,1", temperature=(1.0, 0.0),
+    same = pipe("a red circle", seed=2, schedule="cospow:1.5,1", temperature=(1.0, 0.0), token_temperature=0.7,
                 noise_regularization={"amplitude": 0.5, "shape": "linear"})
     assert torch.equal(img, same)
     with pytest.raises(MGTInputError, match="mine"):
@@ -143,6 +144,8 @@ def test_model_presets_load_validate_and_lose_to_explicit_options(tmp_path):
         check_preset("bad", {"steps": 4})
     with pytest.raises(MGTInputError, match="schedule"):
         check_preset("bad", {"schedule": "cospow:0,1"})
+    with pytest.raises(MGTInputError, match="token_temperature"):
+        check_preset("bad", {"token_temperature": 0})
     with pytest.raises(MGTInputError):
         check_preset("bad", {"noise_regularization": {"amplitude": -1}})
     with pytest.raises(MGTInputError):

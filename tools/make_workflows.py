@@ -118,11 +118,12 @@ def fit_view(nodes: list[dict]) -> dict:
 
 
 def sampler_widgets(d: dict, seed: int, *, nr=False, ds=False, zs=False, denoise=1.0, preset="none",
-                    schedule="cosine") -> list:
+                    schedule="cosine", token_temperature=1.0) -> list:
     """seed (+ control), steps, cfg, width, height, batch, schedule, NR, DS, Z; then the optional widgets
-    (denoise, custom schedule, temperatures, NR amplitude/shape, DS fraction, Z inversion CFG/start/stop, preset)."""
+    (denoise, custom schedule, Gumbel temperatures, token temperature, NR amplitude/shape, DS fraction,
+    Z inversion CFG/start/stop, preset)."""
     return [seed, "fixed", d["steps"], d["guidance_scale"], d["width"], d["height"], 1, schedule, nr, ds, zs,
-            denoise, "", 2.0, 0.0, 2.0, "abs_cos", 0.75, 0.0, 0, -1, preset]
+            denoise, "", 2.0, 0.0, token_temperature, 2.0, "abs_cos", 0.75, 0.0, 0, -1, preset]
 
 
 MASKGIT_DEMO = "maskgit-demo (built-in)"

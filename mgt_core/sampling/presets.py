@@ -35,7 +35,7 @@ PRESETS: dict[str, dict] = {
 combinations the reference ships; ``enhanced`` stacks all three. Z-Sampling presets cost
 3T - 2 model calls, the others T."""
 
-PRESET_KEYS = ("schedule", "temperature", "noise_regularization", "differential_sampling", "z_sampling")
+PRESET_KEYS = ("schedule", "temperature", "token_temperature", "noise_regularization", "differential_sampling", "z_sampling")
 """What a model preset may set: the sampler's design choices, never steps, CFG, size or seed."""
 
 _CLASSES = {"noise_regularization": NoiseRegularization, "differential_sampling": DifferentialSampling,
@@ -57,6 +57,10 @@ def check_preset(name: str, options: dict) -> dict:
             if len(vals) not in (1, 2) or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in vals):
                 raise MGTInputError(f"preset {name!r}: temperature must be a number or a [start, end] pair >= 0")
             value = tuple(float(v) for v in vals) if isinstance(value, (list, tuple)) else float(value)
+        elif key == "token_temperature":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise MGTInputError(f"preset {name!r}: token_temperature must be a number > 0 (1 = the reference)")
+            value = float(value)
         elif key == "schedule":
             from .schedules import get_schedule
 
