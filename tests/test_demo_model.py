@@ -14,14 +14,14 @@ from mgt_core.demo import judge as J
 from mgt_core.demo import scenes as S
 
 DEMO = Path(__file__).resolve().parents[1] / "mgt_core" / "demo" / "mgt-demo"
-FIXED = [  # one per shape, drawn all-correct (outline and clean included) with the defaults and seed 0; found
-    # among the first 80 prompts of eval_prompts("simple", 80, seed=3) with the stricter judge (issue 15); the star
-    # among the star prompts of the first 400 (the model retrained on three canvases draws few clean stars)
-    "a yellow circle on a blue background",
+FIXED = [  # one per shape, drawn all-correct (outline and clean included) with the defaults and seed 0: the first
+    # of each shape among eval_prompts("simple", 400, seed=3) with the strict judge, re-picked for the model shipped
+    # since the uniform-mask fine-tune (issue 15)
+    "a white circle on the right on a gray background",
     "a red square at the top left on a gray background",
-    "a white triangle on a black background",
-    "a purple star in the center on a gray background",
-    "a large white cross on a beige background",
+    "a white triangle in the center on a gray background",
+    "a purple star at the top left on a white background",
+    "a small blue cross at the top right on a green background",
 ]
 
 
