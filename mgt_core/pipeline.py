@@ -88,6 +88,8 @@ def token_sharpening(token_temperature) -> LogitTemperature | None:
     keeps closer to the most likely code: a small model's long tail of edge codes is what leaves
     stray tokens and ragged outlines (README, tuned presets)."""
     try:
+        if isinstance(token_temperature, bool):
+            raise TypeError
         tau = float(token_temperature)
     except (TypeError, ValueError):
         raise MGTInputError(f"token temperature must be a number > 0, got {token_temperature!r}") from None

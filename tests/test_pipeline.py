@@ -88,7 +88,7 @@ def test_token_temperature_divides_the_logits_and_is_off_at_one(pipe):
     p = "a red circle"
     assert torch.equal(pipe(p, seed=4, token_temperature=1.0), pipe(p, seed=4))
     assert not torch.equal(pipe(p, seed=4, token_temperature=0.2), pipe(p, seed=4))
-    for bad in (0, -1, float("nan"), "low"):
+    for bad in (0, -1, float("nan"), "low", True):
         with pytest.raises(MGTInputError, match="token temperature must be a number > 0"):
             pipe(p, token_temperature=bad)
 
