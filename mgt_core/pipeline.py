@@ -6,7 +6,6 @@ the pipeline runs them all.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,25 +76,8 @@ def make_settings(
     return SamplerSettings(
         steps=steps, guidance_scale=float(guidance_scale), schedule=schedule, temperature=temperature,
         noise_regularization=nr, differential_sampling=ds, z_sampling=zs, reference_rng=reference_rng,
-        logit_temperature=token_sharpening(token_temperature),
+        logit_temperature=LogitTemperature.token_temperature(token_temperature),
     )
-
-
-def token_sharpening(token_temperature) -> LogitTemperature | None:
-    """Softmax temperature of the token draw (logits / tau), as the engine's logit transform.
-
-    1 is the reference (no transform, so tokens stay exactly the reference's). Below 1 the draw
-    keeps closer to the most likely code: a small model's long tail of edge codes is what leaves
-    stray tokens and ragged outlines (README, tuned presets)."""
-    try:
-        if isinstance(token_temperature, bool):
-            raise TypeError
-        tau = float(token_temperature)
-    except (TypeError, ValueError):
-        raise MGTInputError(f"token temperature must be a number > 0, got {token_temperature!r}") from None
-    if not math.isfinite(tau) or tau <= 0:
-        raise MGTInputError(f"token temperature must be a number > 0, got {token_temperature!r}")
-    return None if tau == 1.0 else LogitTemperature(1.0 / tau)
 
 
 SEED_MAX = 2**64 - 1

@@ -87,6 +87,21 @@ class LogitTemperature:
             if not math.isfinite(v) or v <= 0:
                 raise MGTInputError(f"softmax temperature must be > 0, got {v}")
 
+    @classmethod
+    def token_temperature(cls, tau) -> LogitTemperature | None:
+        """The token draw from softmax(logits / tau) (Meissonic's ``token_temperature``); None for tau = 1,
+        the reference, so its tokens stay exactly the reference's. Below 1 the draw keeps nearer the most
+        likely code: a small model's long tail of edge codes leaves stray tokens and ragged outlines."""
+        try:
+            if isinstance(tau, bool):
+                raise TypeError
+            value = float(tau)
+        except (TypeError, ValueError):
+            raise MGTInputError(f"token temperature must be a number > 0, got {tau!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise MGTInputError(f"token temperature must be a number > 0, got {tau!r}")
+        return None if value == 1.0 else cls(1.0 / value)
+
     def factor(self, i: int, steps: int) -> torch.Tensor | float:
         if self.end is None and self.power == 1 and self.warmup == 0:
             return self.start  # v1: a Python scalar, as there

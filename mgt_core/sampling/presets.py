@@ -14,6 +14,7 @@ import os
 
 from ..errors import MGTInputError
 from .differential import DifferentialSampling
+from .maskgit import LogitTemperature
 from .noise_reg import NoiseRegularization
 from .zsampling import ZSampling
 
@@ -58,8 +59,10 @@ def check_preset(name: str, options: dict) -> dict:
                 raise MGTInputError(f"preset {name!r}: temperature must be a number or a [start, end] pair >= 0")
             value = tuple(float(v) for v in vals) if isinstance(value, (list, tuple)) else float(value)
         elif key == "token_temperature":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise MGTInputError(f"preset {name!r}: token_temperature must be a number > 0 (1 = the reference)")
+            try:
+                LogitTemperature.token_temperature(value if isinstance(value, (int, float)) else None)
+            except MGTInputError:
+                raise MGTInputError(f"preset {name!r}: token_temperature must be a number > 0 (1 = the reference)") from None
             value = float(value)
         elif key == "schedule":
             from .schedules import get_schedule
