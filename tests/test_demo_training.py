@@ -216,3 +216,13 @@ def test_t2i_script_trains_and_exports_a_loadable_model_folder(tmp_path, codeboo
         assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before), sub
     wide = load_pipeline(tmp_path / "again")("a red circle on a gray background", steps=2, width=384, height=256)
     assert wide.shape == (1, 256, 384, 3)
+
+    # Depth growth: blocks appended with their adaLN gates at zero leave the model's output exactly as it was.
+    grow = [*tune[:1], str(tmp_path / "grow"), *tune[2:3], str(tmp_path / "again"), *tune[4:]]
+    T2I.main([*grow, "--steps", "1", "--grow-single-layers", "2"])
+    T2I.main([*grow, "--export", str(tmp_path / "grown")])
+    cfg = json.loads((tmp_path / "grown" / "transformer" / "config.json").read_text())
+    assert cfg["num_single_layers"] == json.loads((dst / "transformer" / "config.json").read_text())["num_single_layers"] + 2
+    prompt = "a red circle on a gray background"
+    grown = load_pipeline(tmp_path / "grown")(prompt, steps=3, seed=5, width=384, height=256)
+    assert torch.equal(grown, load_pipeline(tmp_path / "again")(prompt, steps=3, seed=5, width=384, height=256))

@@ -387,6 +387,24 @@ def init_weights(path: Path) -> tuple[dict, list[torch.Tensor], int | str]:
     return arch, [p.detach().float().clone() for m in (model, text) for p in m.parameters()], "export"
 
 
+def grow_single_layers(arch: dict, init_ema: list[torch.Tensor], extra: int) -> tuple[dict, list[torch.Tensor]]:
+    """Depth growth: the same weights with ``extra`` single-stream blocks appended after the last one. A new
+    block's adaLN modulation starts at zero (``build_models``), so its gate is 0 and the grown model computes
+    exactly what the old one did; training then opens the new blocks up."""
+    old_t, old_c = build_models(argparse.Namespace(**arch))
+    with torch.no_grad():
+        for p, v in zip([p for m in (old_t, old_c) for p in m.parameters()], init_ema, strict=True):
+            p.copy_(v)
+    new_arch = {**arch, "single_layers": arch["single_layers"] + extra}
+    new_t, new_c = build_models(argparse.Namespace(**new_arch))
+    missing, unexpected = new_t.load_state_dict(old_t.state_dict(), strict=False)
+    new_keys = tuple(f"single_transformer_blocks.{j}." for j in range(arch["single_layers"], new_arch["single_layers"]))
+    if unexpected or any(not k.startswith(new_keys) for k in missing):
+        raise SystemExit(f"growing the transformer: unexpected {unexpected}, missing {missing}")
+    new_c.load_state_dict(old_c.state_dict())
+    return new_arch, [p.detach().clone() for m in (new_t, new_c) for p in m.parameters()]
+
+
 def train(a) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -400,6 +418,9 @@ def train(a) -> None:
             setattr(a, k, saved.get(k, "256x256") if k == "aspects" else saved[k])  # fixed by the run
     elif a.init:
         arch, init_ema, init_step = init_weights(Path(a.init))
+        if a.grow_single_layers:
+            torch.manual_seed(a.seed)  # the new blocks' weights
+            arch, init_ema = grow_single_layers(arch, init_ema, a.grow_single_layers)
         for k in ARCH_ARGS:
             setattr(a, k, arch[k])
     vq, tok, datasets = setup(a)
@@ -644,6 +665,12 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--init", default=None, help="start a new run from this checkpoint's EMA weights")
+    ap.add_argument(
+        "--grow-single-layers",
+        type=int,
+        default=0,
+        help="with --init: append this many single-stream blocks, each starting as the identity (depth growth)",
+    )
     # other modes
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sweep-split", default="simple")
