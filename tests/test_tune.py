@@ -153,3 +153,31 @@ def test_model_presets_load_validate_and_lose_to_explicit_options(tmp_path):
     save_model_preset(model, "second", {"differential_sampling": {"fraction": 0.25}})
     data = json.loads((Path(model) / "mgt_defaults.json").read_text())
     assert set(data["presets"]) == {"mine", "second"} and data["steps"] == 6
+
+
+class _ScriptedEvaluator(tune.Evaluator):
+    """The search logic alone: a setting's score on pair i is 1 when i < its number of won pairs, which
+    the options it contains decide (token temperature 6, Gumbel temperature 3, Z 2); vanilla wins none."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        super().__init__(SimpleNamespace(info=SimpleNamespace(steps=16, guidance_scale=1.5, name="scripted")), None,
+                         log=lambda _: None)  # fmt: skip
+
+    def scores(self, options, pairs):
+        won = 6 * ("token_temperature" in options) + 3 * ("temperature" in options) + 2 * ("z_sampling" in options)
+        return (np.arange(len(pairs)) < won).astype(float)
+
+
+def test_greedy_combination_never_overrides_a_chosen_option():
+    """Token temperature's best candidate also sets the Gumbel temperature, so the temperature family's
+    best must not be combined with it (it would silently replace that option); Z, which sets nothing
+    chosen yet, is combined and kept because it raises the training win rate."""
+    pairs = [(f"p{i}", i) for i in range(12)]
+    rep = tune.tune(_ScriptedEvaluator(), pairs, pairs, families=("temperature", "token_temperature", "z_sampling"),
+                    quick=True)  # fmt: skip
+    combos = [r for r in rep["candidates"] if r["family"] == "combination"]
+    assert [r["name"] for r in combos] == ["token temperature 0.5 + temperature 0.5->0 + Z 0-15 inv0"]
+    assert combos[0]["options"]["temperature"] == [0.5, 0.0]
+    assert rep["best"] == combos[0]["name"] and rep["best_1x"] == "token temperature 0.5 + temperature 0.5->0"
