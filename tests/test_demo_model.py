@@ -16,12 +16,12 @@ from mgt_core.demo import scenes as S
 DEMO = Path(__file__).resolve().parents[1] / "mgt_core" / "demo" / "mgt-demo"
 FIXED = [  # one per shape, drawn all-correct (outline and clean included) with the defaults and seed 0: the first
     # of each shape among eval_prompts("simple", 400, seed=3) with the strict judge, re-picked for the model shipped
-    # since the uniform-mask fine-tune (issue 15)
-    "a white circle on the right on a gray background",
+    # since the depth-grown fine-tune (issue 15)
+    "a green circle on a beige background",
     "a red square at the top left on a gray background",
-    "a white triangle in the center on a gray background",
+    "a white triangle at the top left on a gray background",
     "a purple star at the top left on a white background",
-    "a small blue cross at the top right on a green background",
+    "a large white cross on a beige background",
 ]
 
 
