@@ -285,9 +285,11 @@ def report_markdown(rep: dict) -> str:
     return "\n".join(lines)
 
 
-def preset_of(rep: dict, which: str) -> dict:
-    """The options of the report's ``best`` / ``best_1x`` finalist, with what was measured."""
-    row = next(r for r in rep["finalists"] if r["name"] == rep[which])
+def preset_of(rep: dict, finalist: str) -> dict:
+    """The options of a finalist of the report (by name), with what was measured held out."""
+    row = next((r for r in rep["finalists"] if r["name"] == finalist), None)
+    if row is None:
+        raise MGTInputError(f"no finalist {finalist!r} in the report; its finalists: {[r['name'] for r in rep['finalists']]}")
     t = row["test"]
     measured = (f"{row['name']}: held-out win {100 * t['win']:.1f}% ± {100 * t['ci']:.1f} vs vanilla over "
                 f"{rep['n_test']} pairs, {row['calls']} model calls (vanilla {rep['vanilla_calls']})")
@@ -342,21 +344,33 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", help="save the best setting as this preset (and the best at 1x as <name>-1x) "
                                    "in the model folder's mgt_defaults.json")
+    ap.add_argument("--finalist", help="with --save: save this finalist (by name) as the one preset instead, e.g. "
+                                       "the best held-out one; the best is chosen on training pairs only")
+    ap.add_argument("--from-report", help="reuse this report.json instead of searching again (with --save)")
     ap.add_argument("--out", default="runs/tune", help="folder for report.json / report.md")
     args = ap.parse_args(argv)
 
-    torch.manual_seed(0)
-    pipe = load_pipeline(args.model, dtype=torch.float32)
-    ev = Evaluator(pipe, load_scorer(args.scorer), args.batch, log=lambda s: print(s, flush=True))
-    train, test = prompt_pairs(args)
-    rep = tune(ev, train, test, families=args.families, max_calls=args.max_calls, quick=args.quick)
-    rep["command"] = "python -m mgt_core.tune " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.finalist and not args.save:
+        raise MGTInputError("--finalist names what --save saves: pass --save NAME too")
+    if args.from_report:
+        rep = json.loads(Path(args.from_report).read_text(encoding="utf-8"))
+    else:
+        torch.manual_seed(0)
+        pipe = load_pipeline(args.model, dtype=torch.float32)
+        ev = Evaluator(pipe, load_scorer(args.scorer), args.batch, log=lambda s: print(s, flush=True))
+        train, test = prompt_pairs(args)
+        rep = tune(ev, train, test, families=args.families, max_calls=args.max_calls, quick=args.quick)
+        rep["command"] = "python -m mgt_core.tune " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.save:
-        for which, name in (("best", args.save), ("best_1x", f"{args.save}-1x")):
-            if rep[which]:
-                path = save_model_preset(args.model, name, preset_of(rep, which))
-                rep.setdefault("saved", {})[name] = rep[which]
-                print(f"saved preset {name!r} ({rep[which]}) in {path}", flush=True)
+        if args.finalist:
+            targets = [(args.save, args.finalist)]
+        else:
+            targets = [(name, rep[which]) for which, name in (("best", args.save), ("best_1x", f"{args.save}-1x"))
+                       if rep[which]]  # fmt: skip
+        for name, finalist in targets:
+            path = save_model_preset(args.model, name, preset_of(rep, finalist))
+            rep.setdefault("saved", {})[name] = finalist
+            print(f"saved preset {name!r} ({finalist}) in {path}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(rep, indent=1) + "\n")

@@ -103,6 +103,18 @@ def test_tuner_end_to_end_on_the_demo_model(tmp_path):
     options = {k: v for k, v in presets["mine-1x"].items() if not k.startswith("_")}
     p = "a red circle left of a blue square on a white background"
     assert torch.equal(pipe(p, seed=5, preset="mine-1x"), pipe(p, seed=5, **options))
+    # another finalist (e.g. the best held out) saved from the report, without searching again
+    other = next(r for r in rep["finalists"] if r["name"] not in (rep["best"], rep["best_1x"]))
+    again = ["--model", str(model), "--from-report", str(tmp_path / "out" / "report.json"), "--out", str(tmp_path / "o2")]
+    tune.main([*again, "--save", "picked", "--finalist", other["name"]])
+    presets = read_model_presets(str(model))
+    assert set(presets) == {"mine", "mine-1x", "picked"}
+    assert {k: v for k, v in presets["picked"].items() if k != "_measured"} == other["options"]
+    assert presets["picked"]["_measured"].startswith(other["name"] + ": held-out win")
+    with pytest.raises(MGTInputError, match="no finalist 'nope'"):
+        tune.main([*again, "--save", "x", "--finalist", "nope"])
+    with pytest.raises(MGTInputError, match="--save"):
+        tune.main([*again, "--finalist", other["name"]])
 
 
 def test_tuner_with_a_user_scorer_and_prompt_file(tmp_path):
