@@ -56,6 +56,10 @@ VARIANTS: dict[str, dict] = {
     "vanilla 46 steps": {"steps": 46},
     "token temperature 0.5": {"token_temperature": 0.5},
     "token temperature 0.5 + Gumbel 0.5": {"token_temperature": 0.5, "temperature": (0.5, 0.0)},
+    "token temperature 0.7 + Gumbel 0.5": {"token_temperature": 0.7, "temperature": (0.5, 0.0)},
+    "token temperature 0.7 + Gumbel 0.5 + Z": {
+        "token_temperature": 0.7, "temperature": (0.5, 0.0), "z_sampling": {"start": 0, "stop": None, "inversion_cfg": 0.0}
+    },
 }
 """Variant name -> keyword arguments of MGTPipeline.__call__ (on top of the model's defaults).
 "vanilla 46 steps" is vanilla given masked Z-Sampling's model calls (the compute-matched baseline)."""
