@@ -406,6 +406,8 @@ def grow_single_layers(arch: dict, init_ema: list[torch.Tensor], extra: int) -> 
 
 
 def train(a) -> None:
+    if a.grow_single_layers and not a.init:
+        raise SystemExit("--grow-single-layers grows the model given by --init: pass --init too")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "ckpt.pt"
