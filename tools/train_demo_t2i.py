@@ -553,11 +553,12 @@ def sweep(a) -> None:
         pipe, source = pipeline_for(model, text, tok, vq), f"{a.out}@{step}"
     items = S.eval_prompts(a.sweep_split, a.sweep_n, seed=1)
     (sw, sh), = parse_aspects(a.sweep_size)
+    Path(a.out).mkdir(parents=True, exist_ok=True)  # --sweep-model needs no run folder
     for steps in a.sweep_steps:
         for cfg in a.sweep_cfg:
             t = time.time()
             res, _, _ = judge_generation(pipe, items, steps, cfg, width=sw, height=sh)
-            row = {"model": source, "split": a.sweep_split, "size": f"{sw}x{sh}", "n": a.sweep_n, "steps": steps, "cfg": cfg,
+            row = {"model": source, "split": a.sweep_split, "canvas": f"{sw}x{sh}", "n": a.sweep_n, "steps": steps, "cfg": cfg,
                    **{k: round(v, 3) for k, v in res.items()}, "seconds": round(time.time() - t)}  # fmt: skip
             append_csv(Path(a.out) / "sweep.csv", row)
             print(row, flush=True)
