@@ -209,6 +209,10 @@ def test_t2i_script_trains_and_exports_a_loadable_model_folder(tmp_path, codeboo
     folders = sorted(p.name for p in (tmp_path / "data2").iterdir())
     assert len(folders) == 2 and all(f.startswith("vq") for f in folders) and folders[1].endswith("-384x256")
     T2I.main([*tune, "--export", str(tmp_path / "again")])
+    # Exporting over the folder the VQ comes from would delete the VQ before copying it: refused, folder intact.
+    with pytest.raises(SystemExit, match="lies inside --export"):
+        T2I.main([*tune[:5], str(tmp_path / "again" / "vqvae"), *tune[6:], "--export", str(tmp_path / "again")])
+    assert (tmp_path / "again" / "vqvae" / "config.json").is_file()
     from safetensors.torch import load_file
 
     for sub, name in (("transformer", "diffusion_pytorch_model.safetensors"), ("text_encoder", "model.safetensors")):

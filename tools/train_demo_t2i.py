@@ -570,8 +570,11 @@ def export(a) -> None:
 
     if not a.vq:
         raise SystemExit("--export needs --vq: the distilled VQ folder from train_demo_vq.py")
-    model, text, step = load_trained(a)
     dst = Path(a.export)
+    if dst.resolve() in (Path(a.vq).resolve(), *Path(a.vq).resolve().parents):
+        raise SystemExit(f"--vq {a.vq} lies inside --export {a.export}, which the export replaces: "
+                         "copy the VQ folder elsewhere first and pass that copy")  # fmt: skip
+    model, text, step = load_trained(a)
     if dst.exists():
         shutil.rmtree(dst)
     for sub in ("transformer", "vqvae", "text_encoder", "scheduler"):
