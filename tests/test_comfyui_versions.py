@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 VERSIONS = ["0.30.0", "0.3.75"]
 PACK_MODULE = "custom_nodes.mgt-design-choices"
-FRESH_PROMPT = "a green circle on a beige background"  # one of test_demo_model.FIXED
+FRESH_PROMPT = "an orange circle at the bottom right on a beige background"  # one of test_demo_model.FIXED
 
 
 def test_claimed_range_is_the_tested_one(comfy_env):
