@@ -230,3 +230,18 @@ def test_t2i_script_trains_and_exports_a_loadable_model_folder(tmp_path, codeboo
     prompt = "a red circle on a gray background"
     grown = load_pipeline(tmp_path / "grown")(prompt, steps=3, seed=5, width=384, height=256)
     assert torch.equal(grown, load_pipeline(tmp_path / "again")(prompt, steps=3, seed=5, width=384, height=256))
+
+
+def test_append_csv_keeps_columns_aligned_when_a_row_brings_new_ones(tmp_path):
+    """A sweep of the compositional split after the simple one: its `relation` must not land under `position`."""
+    import csv
+
+    path = tmp_path / "sweep.csv"
+    VQ.append_csv(path, {"split": "simple", "all": 0.6, "position": 1.0, "seconds": 22})
+    VQ.append_csv(path, {"split": "compositional", "all": 0.3, "relation": 0.8, "seconds": 23})
+    VQ.append_csv(path, {"split": "simple", "all": 0.5, "position": 0.9, "seconds": 21})
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["split"] for r in rows] == ["simple", "compositional", "simple"]
+    assert rows[1]["relation"] == "0.8" and rows[1]["position"] == "" and rows[1]["seconds"] == "23"
+    assert rows[2]["position"] == "0.9" and rows[2]["relation"] == "" and rows[0]["seconds"] == "22"

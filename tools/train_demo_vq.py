@@ -165,10 +165,24 @@ def save_atomic(obj, path: Path) -> None:
 
 
 def append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
+    """Append a row under the file's header; a row with columns the header lacks (a sweep of the other
+    split has ``relation`` instead of ``position``) rewrites the file under the union, blanks elsewhere."""
+    fields: list[str] = []
+    if path.exists():
+        with path.open(newline="") as f:
+            fields = next(csv.reader(f), [])
+    if fields and not set(row) <= set(fields):
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        fields += [k for k in row if k not in fields]
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, restval="")
+            w.writeheader()
+            w.writerows([*rows, row])
+        return
     with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
+        w = csv.DictWriter(f, fieldnames=fields or list(row), restval="")
+        if not fields:
             w.writeheader()
         w.writerow(row)
 
