@@ -60,9 +60,14 @@ VARIANTS: dict[str, dict] = {
     "token temperature 0.7 + Gumbel 0.5 + Z": {
         "token_temperature": 0.7, "temperature": (0.5, 0.0), "z_sampling": {"start": 0, "stop": None, "inversion_cfg": 0.0}
     },
+    "token temperature 0.7 + Gumbel 0.5 + Z 8-15": {
+        "token_temperature": 0.7, "temperature": (0.5, 0.0), "z_sampling": {"start": 8, "stop": None, "inversion_cfg": 0.0}
+    },
+    "vanilla 30 steps": {"steps": 30},
 }
 """Variant name -> keyword arguments of MGTPipeline.__call__ (on top of the model's defaults).
-"vanilla 46 steps" is vanilla given masked Z-Sampling's model calls (the compute-matched baseline)."""
+"vanilla 46 steps" is vanilla given masked Z-Sampling's model calls (the compute-matched baseline), "vanilla 30
+steps" the same for Z over the second half of the steps (8-15)."""
 
 
 def generate(pipe, prompts: list[tuple[str, int]], options: dict, batch: int) -> list[np.ndarray]:
