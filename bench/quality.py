@@ -57,6 +57,7 @@ VARIANTS: dict[str, dict] = {
     "token temperature 0.5": {"token_temperature": 0.5},
     "token temperature 0.5 + Gumbel 0.5": {"token_temperature": 0.5, "temperature": (0.5, 0.0)},
     "token temperature 0.7 + Gumbel 0.5": {"token_temperature": 0.7, "temperature": (0.5, 0.0)},
+    "token temperature 0.35 + Gumbel 0.5": {"token_temperature": 0.35, "temperature": (0.5, 0.0)},
     "token temperature 0.7 + Gumbel 0.5 + Z": {
         "token_temperature": 0.7, "temperature": (0.5, 0.0), "z_sampling": {"start": 0, "stop": None, "inversion_cfg": 0.0}
     },
