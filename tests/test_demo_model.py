@@ -16,12 +16,12 @@ from mgt_core.demo import scenes as S
 DEMO = Path(__file__).resolve().parents[1] / "mgt_core" / "demo" / "mgt-demo"
 FIXED = [  # one per shape, drawn all-correct (outline and clean included) with the defaults and seed 0: the first
     # of each shape among eval_prompts("simple", 400, seed=3) with the strict judge, re-picked for the model shipped
-    # since the low-learning-rate fine-tune of the depth-grown one (stage 3h, issue 15)
+    # since the second low-learning-rate fine-tune of the depth-grown one (stage 3i, issue 15)
     "an orange circle at the bottom right on a beige background",
-    "a large white square on a black background",
+    "a red square at the top left on a gray background",
     "a white triangle on a black background",
     "a purple star at the top left on a white background",
-    "a small blue cross at the top right on a green background",
+    "a large white cross on a beige background",
 ]
 
 
