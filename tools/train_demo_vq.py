@@ -175,10 +175,12 @@ def append_csv(path: Path, row: dict) -> None:
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
         fields += [k for k in row if k not in fields]
-        with path.open("w", newline="") as f:
+        tmp = path.with_suffix(".tmp")  # a crash mid-rewrite must not cost the log
+        with tmp.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields, restval="")
             w.writeheader()
             w.writerows([*rows, row])
+        os.replace(tmp, path)
         return
     with path.open("a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields or list(row), restval="")
